@@ -1,0 +1,20 @@
+# Build stage: compile the release binary.
+FROM rust:1.95-slim-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY benches ./benches
+COPY static ./static
+RUN cargo build --release --locked --bin backflow
+
+# Runtime stage: a small image with only the binary, run as an unprivileged user.
+FROM debian:bookworm-slim
+RUN useradd --system --uid 10001 --home-dir /app --create-home backflow
+WORKDIR /app
+COPY --from=build /src/target/release/backflow /usr/local/bin/backflow
+USER backflow
+ENV HOST=0.0.0.0 PORT=3000 APP_ENV=production LOG_FORMAT=json DATA_DIR=/app/data
+EXPOSE 3000
+HEALTHCHECK --interval=15s --timeout=3s --start-period=5s --retries=3 \
+  CMD ["backflow", "healthcheck"]
+ENTRYPOINT ["backflow"]

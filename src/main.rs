@@ -1,0 +1,70 @@
+//! The `backflow` binary.
+//!
+//! - `backflow`: parse configuration, start logging, serve until SIGINT/SIGTERM.
+//! - `backflow healthcheck`: exit 0 when the local server answers `/health` (for container
+//!   health checks, so the runtime image needs no curl).
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use backflow::{Config, server, telemetry};
+
+fn main() -> ExitCode {
+    match std::env::args().nth(1).as_deref() {
+        None | Some("serve") => serve(),
+        Some("healthcheck") => healthcheck(),
+        Some(other) => {
+            eprintln!("backflow: unknown command {other:?}; expected `serve` or `healthcheck`");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve() -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(err) => return fail(&err),
+    };
+    if let Err(err) = telemetry::init(config.log_format) {
+        return fail(&err);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(&err),
+    };
+    match runtime.block_on(server::run_until_signal(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => fail(&err),
+    }
+}
+
+/// A minimal HTTP/1.0 probe of `127.0.0.1:$PORT/health`.
+fn healthcheck() -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(err) => return fail(&err),
+    };
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, config.port));
+    let probe = || -> std::io::Result<bool> {
+        let timeout = Duration::from_secs(2);
+        let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head)?;
+        Ok(head.starts_with(b"HTTP/1.") && &head[9..12] == b"200")
+    };
+    match probe() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => fail(&"health check answered with a non-200 status"),
+        Err(err) => fail(&format!("health check failed: {err}")),
+    }
+}
+
+/// Start-up failures are one line on stderr and a non-zero exit.
+fn fail(err: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("backflow: {err}");
+    ExitCode::FAILURE
+}

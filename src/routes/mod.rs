@@ -1,0 +1,14 @@
+//! Thin HTTP adapters, one module per area. Each exposes `router()`; [`api_router`] merges them,
+//! so the whole API reads in one screen. Handlers parse input into typed values, call the domain
+//! module and map the result; the logic lives outside `routes`.
+
+use axum::Router;
+
+use crate::app::AppState;
+
+pub mod ops;
+
+/// Every route of the API.
+pub fn api_router() -> Router<AppState> {
+    Router::new().merge(ops::router())
+}
