@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::events::{EventBus, MemoryEventBus};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::{middleware, routes, telemetry};
@@ -49,6 +50,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// This server's metric registry.
     pub metrics: Metrics,
+    /// Fan-out of notifications and application events to `/notifications`.
+    pub events: Arc<dyn EventBus>,
     /// The stop signal; long-lived responses end when it fires.
     pub shutdown: Shutdown,
     /// Background tasks, awaited before the process exits.
@@ -63,9 +66,11 @@ impl AppState {
         let metrics = Metrics::new();
         let tasks = TaskTracker::new();
         tasks.spawn(telemetry::run_lag_probe(metrics.clone(), shutdown.clone()));
+        let events: Arc<dyn EventBus> = Arc::new(MemoryEventBus::new(config.sse_replay_buffer));
         Ok(Self {
             config: Arc::new(config),
             metrics,
+            events,
             shutdown,
             tasks,
             started_at: Instant::now(),

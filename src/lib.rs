@@ -9,8 +9,10 @@
 //! Everything lives in the library so the integration tests start the real server on port 0.
 
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod metrics;
 pub mod middleware;

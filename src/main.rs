@@ -30,7 +30,10 @@ fn serve() -> ExitCode {
     if let Err(err) = telemetry::init(config.log_format) {
         return fail(&err);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => return fail(&err),
     };

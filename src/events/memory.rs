@@ -1,0 +1,209 @@
+//! The in-process event bus: a ring buffer for replay plus a tokio broadcast channel for fan-out.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use futures_util::StreamExt;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+use super::{Delivery, Event, EventBus, NewEvent, Subscription};
+use crate::clock;
+
+/// Events a live subscriber may fall behind by before it skips ahead. Bounded so that memory
+/// does not depend on the slowest client: the channel holds at most this many shared events.
+pub const LIVE_BUFFER: usize = 1024;
+
+/// [`EventBus`] for a single instance.
+#[derive(Debug)]
+pub struct MemoryEventBus {
+    inner: Mutex<Inner>,
+    sender: broadcast::Sender<Event>,
+    replay_capacity: usize,
+}
+
+#[derive(Debug)]
+struct Inner {
+    last_id: u64,
+    retained: VecDeque<Event>,
+}
+
+impl MemoryEventBus {
+    /// A bus that retains the last `replay_capacity` events for reconnecting clients.
+    pub fn new(replay_capacity: usize) -> Self {
+        let (sender, _) = broadcast::channel(LIVE_BUFFER);
+        Self {
+            inner: Mutex::new(Inner {
+                last_id: 0,
+                retained: VecDeque::with_capacity(replay_capacity),
+            }),
+            sender,
+            replay_capacity,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // The critical sections cannot panic half-way, so a poisoned lock still holds valid data.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl EventBus for MemoryEventBus {
+    fn publish(&self, event: NewEvent) -> u64 {
+        let timestamp = clock::now_rfc3339();
+        let mut inner = self.lock();
+        // Id assignment, retention and sending happen under one lock so every subscriber sees
+        // ids in order and a new subscription's replay meets its live stream exactly.
+        let id = inner.last_id + 1;
+        inner.last_id = id;
+        let event = Event {
+            id,
+            data: event.to_data(id, &timestamp).into(),
+        };
+        if self.replay_capacity > 0 {
+            if inner.retained.len() == self.replay_capacity {
+                inner.retained.pop_front();
+            }
+            inner.retained.push_back(event.clone());
+        }
+        // An error only means nobody is subscribed right now.
+        let _ = self.sender.send(event);
+        id
+    }
+
+    fn subscribe(&self, last_event_id: Option<u64>) -> Subscription {
+        let inner = self.lock();
+        let receiver = self.sender.subscribe();
+        let (replay, missed) = match last_event_id {
+            None => (Vec::new(), 0),
+            Some(after) => {
+                let replay: Vec<Event> = inner
+                    .retained
+                    .iter()
+                    .filter(|e| e.id > after)
+                    .cloned()
+                    .collect();
+                let first_available = replay.first().map_or(inner.last_id + 1, |e| e.id);
+                let missed = first_available.saturating_sub(after.saturating_add(1));
+                (replay, missed)
+            }
+        };
+        drop(inner);
+        let live = BroadcastStream::new(receiver)
+            .map(|item| match item {
+                Ok(event) => Delivery::Event(event),
+                Err(BroadcastStreamRecvError::Lagged(skipped)) => Delivery::Lagged { skipped },
+            })
+            .boxed();
+        Subscription {
+            replay,
+            missed,
+            live,
+        }
+    }
+
+    fn last_id(&self) -> u64 {
+        self.lock().last_id
+    }
+
+    fn retained(&self) -> usize {
+        self.lock().retained.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Level;
+
+    fn note(text: &str) -> NewEvent {
+        NewEvent::notification(Level::Info, text)
+    }
+
+    #[tokio::test]
+    async fn ids_increase_and_every_subscriber_sees_each_event() {
+        let bus = MemoryEventBus::new(10);
+        let mut a = bus.subscribe(None);
+        let mut b = bus.subscribe(None);
+        assert_eq!(bus.publish(note("one")), 1);
+        assert_eq!(bus.publish(note("two")), 2);
+        for sub in [&mut a, &mut b] {
+            for expected in [1, 2] {
+                match sub.live.next().await {
+                    Some(Delivery::Event(e)) => assert_eq!(e.id, expected),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn replay_meets_live_without_gap_or_duplicate() {
+        let bus = MemoryEventBus::new(100);
+        for i in 0..5 {
+            bus.publish(note(&format!("n{i}")));
+        }
+        let mut sub = bus.subscribe(Some(2));
+        bus.publish(note("live"));
+        let replayed: Vec<u64> = sub.replay.iter().map(|e| e.id).collect();
+        assert_eq!(replayed, vec![3, 4, 5]);
+        assert_eq!(sub.missed, 0);
+        match sub.live.next().await {
+            Some(Delivery::Event(e)) => assert_eq!(e.id, 6),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn replay_window_is_bounded_and_reports_what_was_lost() {
+        let bus = MemoryEventBus::new(3);
+        for i in 0..10 {
+            bus.publish(note(&format!("n{i}")));
+        }
+        assert_eq!(bus.retained(), 3);
+        let sub = bus.subscribe(Some(2));
+        let replayed: Vec<u64> = sub.replay.iter().map(|e| e.id).collect();
+        assert_eq!(replayed, vec![8, 9, 10]);
+        assert_eq!(sub.missed, 5, "ids 3..=7 are gone");
+        let up_to_date = bus.subscribe(Some(10));
+        assert!(up_to_date.replay.is_empty());
+        assert_eq!(up_to_date.missed, 0);
+    }
+
+    #[tokio::test]
+    async fn a_lagging_subscriber_skips_ahead_and_is_told() {
+        let bus = MemoryEventBus::new(0);
+        let mut slow = bus.subscribe(None);
+        let total = LIVE_BUFFER as u64 + 10;
+        for i in 0..total {
+            bus.publish(note(&format!("n{i}")));
+        }
+        assert_eq!(
+            slow.live.next().await,
+            Some(Delivery::Lagged { skipped: 10 })
+        );
+        match slow.live.next().await {
+            Some(Delivery::Event(e)) => assert_eq!(e.id, 11),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn event_json_has_the_contract_fields() {
+        let bus = MemoryEventBus::new(1);
+        bus.publish(
+            NewEvent::app("queue.enqueued", Level::Success, "Task enqueued").with("priority", 3),
+        );
+        let sub = bus.subscribe(Some(0));
+        let value: serde_json::Value = serde_json::from_str(&sub.replay[0].data).expect("JSON");
+        assert_eq!(value["id"], 1);
+        assert_eq!(value["type"], "success");
+        assert_eq!(value["message"], "Task enqueued");
+        assert_eq!(value["event"], "queue.enqueued");
+        assert_eq!(value["priority"], 3);
+        assert!(value["timestamp"].is_string());
+    }
+}
