@@ -20,6 +20,7 @@ pub mod routes;
 pub mod server;
 pub mod shutdown;
 pub mod snapshot;
+pub mod stream;
 pub mod telemetry;
 
 pub use app::{AppState, StartupError};

@@ -7,8 +7,11 @@ use axum::Router;
 use crate::app::AppState;
 
 pub mod ops;
+pub mod stream;
 
 /// Every route of the API.
 pub fn api_router() -> Router<AppState> {
-    Router::new().merge(ops::router())
+    Router::new()
+        .merge(ops::router())
+        .merge(stream::router())
 }
