@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::events::{EventBus, MemoryEventBus};
+use crate::events::{self, EventBus, MemoryEventBus, SubscriberLimit};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::{middleware, routes, telemetry};
@@ -52,6 +52,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Fan-out of notifications and application events to `/notifications`.
     pub events: Arc<dyn EventBus>,
+    /// Slots for open `/notifications` streams (`SSE_MAX_CONNECTIONS`).
+    pub subscribers: SubscriberLimit,
     /// The stop signal; long-lived responses end when it fires.
     pub shutdown: Shutdown,
     /// Background tasks, awaited before the process exits.
@@ -67,10 +69,17 @@ impl AppState {
         let tasks = TaskTracker::new();
         tasks.spawn(telemetry::run_lag_probe(metrics.clone(), shutdown.clone()));
         let events: Arc<dyn EventBus> = Arc::new(MemoryEventBus::new(config.sse_replay_buffer));
+        tasks.spawn(events::run_notifier(
+            events.clone(),
+            config.notify_interval,
+            shutdown.clone(),
+        ));
+        let subscribers = SubscriberLimit::new(config.sse_max_connections);
         Ok(Self {
             config: Arc::new(config),
             metrics,
             events,
+            subscribers,
             shutdown,
             tasks,
             started_at: Instant::now(),
@@ -78,7 +87,11 @@ impl AppState {
     }
 
     /// Sets the gauges that mirror store sizes; called when `/metrics` is scraped.
-    pub fn refresh_gauges(&self) {}
+    pub fn refresh_gauges(&self) {
+        self.metrics
+            .gauge("sse_connections_open", &[])
+            .set(self.subscribers.open() as f64);
+    }
 
     /// Writes the snapshots of durable stores to `DATA_DIR`; called once, after the drain.
     pub async fn persist(&self) {}

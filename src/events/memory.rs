@@ -80,14 +80,16 @@ impl EventBus for MemoryEventBus {
         let (replay, missed) = match last_event_id {
             None => (Vec::new(), 0),
             Some(after) => {
-                let replay: Vec<Event> = inner
-                    .retained
-                    .iter()
-                    .filter(|e| e.id > after)
-                    .cloned()
-                    .collect();
+                // Ids restart at 1 with the process: an id ahead of ours was seen from an earlier
+                // run, so every event of this run is new to that client.
+                let after = if after > inner.last_id { 0 } else { after };
+                // Retained ids are consecutive, so the replay starts at a computed index.
+                let first_retained = inner.retained.front().map_or(inner.last_id + 1, |e| e.id);
+                let skip = usize::try_from((after + 1).saturating_sub(first_retained))
+                    .unwrap_or(usize::MAX);
+                let replay: Vec<Event> = inner.retained.iter().skip(skip).cloned().collect();
                 let first_available = replay.first().map_or(inner.last_id + 1, |e| e.id);
-                let missed = first_available.saturating_sub(after.saturating_add(1));
+                let missed = first_available - (after + 1);
                 (replay, missed)
             }
         };
@@ -192,6 +194,41 @@ mod tests {
     }
 
     #[test]
+    fn an_id_from_an_earlier_run_replays_everything_retained() {
+        let bus = MemoryEventBus::new(3);
+        for i in 0..5 {
+            bus.publish(note(&format!("n{i}")));
+        }
+        let sub = bus.subscribe(Some(900));
+        let replayed: Vec<u64> = sub.replay.iter().map(|e| e.id).collect();
+        assert_eq!(replayed, vec![3, 4, 5]);
+        assert_eq!(sub.missed, 2, "ids 1 and 2 of this run are gone");
+    }
+
+    #[tokio::test]
+    async fn deliveries_are_gap_notice_then_replay_then_live() {
+        let bus = MemoryEventBus::new(2);
+        for i in 0..4 {
+            bus.publish(note(&format!("n{i}")));
+        }
+        let mut deliveries = bus.subscribe(Some(1)).into_deliveries();
+        bus.publish(note("live"));
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            seen.push(deliveries.next().await.expect("a delivery"));
+        }
+        let ids: Vec<Option<u64>> = seen
+            .iter()
+            .map(|d| match d {
+                Delivery::Event(e) => Some(e.id),
+                Delivery::Lagged { .. } => None,
+            })
+            .collect();
+        assert_eq!(seen[0], Delivery::Lagged { skipped: 1 });
+        assert_eq!(ids, vec![None, Some(3), Some(4), Some(5)]);
+    }
+
+    #[test]
     fn event_json_has_the_contract_fields() {
         let bus = MemoryEventBus::new(1);
         bus.publish(
@@ -205,5 +242,24 @@ mod tests {
         assert_eq!(value["event"], "queue.enqueued");
         assert_eq!(value["priority"], 3);
         assert!(value["timestamp"].is_string());
+        assert!(
+            sub.replay[0]
+                .data
+                .starts_with(r#"{"id":1,"type":"success","message":"Task enqueued","event":"#),
+            "contract order: {}",
+            sub.replay[0].data
+        );
+        assert!(sub.replay[0].data.ends_with(r#""}"#));
+    }
+
+    #[test]
+    fn fields_cannot_override_the_id_or_timestamp() {
+        let bus = MemoryEventBus::new(1);
+        bus.publish(note("x").with("id", 999).with("timestamp", "yesterday"));
+        let data = &bus.subscribe(Some(0)).replay[0].data;
+        let value: serde_json::Value = serde_json::from_str(data).expect("JSON");
+        assert_eq!(value["id"], 1);
+        assert_ne!(value["timestamp"], "yesterday");
+        assert_eq!(data.matches("\"id\"").count(), 1, "{data}");
     }
 }

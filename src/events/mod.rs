@@ -12,14 +12,19 @@
 //! is the default.
 
 mod memory;
+mod notifier;
+mod subscribers;
 
 use std::sync::Arc;
 
-use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use futures_util::stream::{self, BoxStream};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 pub use memory::MemoryEventBus;
+pub use notifier::{demo_notification, run_notifier};
+pub use subscribers::{SubscriberLimit, SubscriberSlot};
 
 /// Severity shown to the client as the event's `type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -78,15 +83,49 @@ impl NewEvent {
         self.fields.get("event").and_then(Value::as_str)
     }
 
-    /// Serializes the event with `id` first and the given timestamp, as sent in `data:`.
+    /// Serializes the event as sent in `data:`, in the contract's order: `id`, `type`,
+    /// `message`, `event`, any other fields, `timestamp`. The bus owns `id` and `timestamp`, so
+    /// fields of those names are left out rather than sent twice.
     fn to_data(&self, id: u64, timestamp: &str) -> String {
-        let mut object = Map::with_capacity(self.fields.len() + 2);
-        object.insert("id".into(), Value::from(id));
-        for (key, value) in &self.fields {
-            object.insert(key.clone(), value.clone());
+        serde_json::to_string(&EventData {
+            id,
+            fields: &self.fields,
+            timestamp,
+        })
+        .expect("a map with string keys and JSON values always serializes")
+    }
+}
+
+/// Fields written first, in this order, when present.
+const LEADING_FIELDS: [&str; 3] = ["type", "message", "event"];
+/// Fields the bus writes itself.
+const BUS_FIELDS: [&str; 2] = ["id", "timestamp"];
+
+/// The `data:` JSON of one event, borrowed from its parts.
+struct EventData<'a> {
+    id: u64,
+    fields: &'a Map<String, Value>,
+    timestamp: &'a str,
+}
+
+impl Serialize for EventData<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("id", &self.id)?;
+        for key in LEADING_FIELDS {
+            if let Some(value) = self.fields.get(key) {
+                map.serialize_entry(key, value)?;
+            }
         }
-        object.insert("timestamp".into(), Value::String(timestamp.to_owned()));
-        Value::Object(object).to_string()
+        for (key, value) in self.fields {
+            let key = key.as_str();
+            if !LEADING_FIELDS.contains(&key) && !BUS_FIELDS.contains(&key) {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.serialize_entry("timestamp", self.timestamp)?;
+        map.end()
     }
 }
 
@@ -120,6 +159,21 @@ pub struct Subscription {
     pub missed: u64,
     /// Every event published after the replay, in order.
     pub live: BoxStream<'static, Delivery>,
+}
+
+impl Subscription {
+    /// Everything this subscriber receives, in order, as one stream: a `Lagged` notice when
+    /// events between its `Last-Event-ID` and the replay window are gone, the replay, then the
+    /// live events.
+    pub fn into_deliveries(self) -> BoxStream<'static, Delivery> {
+        let gap = (self.missed > 0).then_some(Delivery::Lagged {
+            skipped: self.missed,
+        });
+        let replay = self.replay.into_iter().map(Delivery::Event);
+        stream::iter(gap.into_iter().chain(replay))
+            .chain(self.live)
+            .boxed()
+    }
 }
 
 impl std::fmt::Debug for Subscription {

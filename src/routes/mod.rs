@@ -6,6 +6,7 @@ use axum::Router;
 
 use crate::app::AppState;
 
+pub mod notifications;
 pub mod ops;
 pub mod stream;
 
@@ -14,4 +15,5 @@ pub fn api_router() -> Router<AppState> {
     Router::new()
         .merge(ops::router())
         .merge(stream::router())
+        .merge(notifications::router())
 }

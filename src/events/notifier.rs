@@ -1,0 +1,93 @@
+//! The periodic notification producer of the demo.
+//!
+//! One task for the whole server (not one timer per connection, as the original had) publishes
+//! a notification every `NOTIFY_INTERVAL_MS`; the bus fans it out, so every subscriber sees the
+//! same event with the same id. The task ends when the server stops.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::MissedTickBehavior;
+
+use super::{EventBus, Level, NewEvent};
+use crate::shutdown::Shutdown;
+
+/// What the demo announces, in turn: one of each level.
+const MESSAGES: [(Level, &str); 4] = [
+    (Level::Info, "New user registered"),
+    (Level::Warning, "High memory usage detected"),
+    (Level::Success, "Backup completed successfully"),
+    (Level::Error, "Failed to process payment"),
+];
+
+/// The `sequence`-th demo notification (from 0): the levels and messages rotate.
+pub fn demo_notification(sequence: u64) -> NewEvent {
+    let slot = usize::try_from(sequence % MESSAGES.len() as u64).unwrap_or_default();
+    let (level, message) = MESSAGES[slot];
+    NewEvent::notification(level, message)
+}
+
+/// Publishes a demo notification every `period` until `shutdown`; the first after one period.
+pub async fn run_notifier(bus: Arc<dyn EventBus>, period: Duration, shutdown: Shutdown) {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    // After a stall, carry on at the normal pace instead of publishing a burst.
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    for sequence in 0u64.. {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = shutdown.wait() => return,
+        }
+        bus.publish(demo_notification(sequence));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+
+    use super::*;
+    use crate::events::{Delivery, MemoryEventBus};
+
+    #[test]
+    fn every_level_comes_in_turn() {
+        let bus = MemoryEventBus::new(8);
+        for sequence in 0..8 {
+            bus.publish(demo_notification(sequence));
+        }
+        let sub = bus.subscribe(Some(0));
+        let types: Vec<String> = sub
+            .replay
+            .iter()
+            .map(|e| {
+                let value: serde_json::Value = serde_json::from_str(&e.data).expect("JSON");
+                value["type"].as_str().expect("type").to_owned()
+            })
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "info", "warning", "success", "error", "info", "warning", "success", "error"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn publishes_each_period_and_stops_on_shutdown() {
+        let bus = Arc::new(MemoryEventBus::new(16));
+        let shutdown = Shutdown::new();
+        let mut live = bus.subscribe(None).live;
+        let task = tokio::spawn(run_notifier(
+            bus.clone(),
+            Duration::from_millis(1),
+            shutdown.clone(),
+        ));
+        for expected in 1..=3 {
+            match live.next().await {
+                Some(Delivery::Event(event)) => assert_eq!(event.id, expected),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        shutdown.trigger();
+        task.await.expect("the notifier ends without panicking");
+    }
+}
