@@ -22,7 +22,7 @@ use futures_util::stream::{self, BoxStream};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-pub use memory::MemoryEventBus;
+pub use memory::{LIVE_BUFFER, MemoryEventBus};
 pub use notifier::{demo_notification, run_notifier};
 pub use subscribers::{SubscriberLimit, SubscriberSlot};
 

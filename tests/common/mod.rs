@@ -155,3 +155,84 @@ pub async fn error_body(response: reqwest::Response, status: u16, code: &str) ->
     );
     body
 }
+
+/// Starts a server like [`spawn_app_with`] and also returns its shared state, for tests that act
+/// on a component directly (for example, publishing on the event bus).
+pub async fn spawn_app_with_state(overrides: &[(&str, &str)]) -> (TestApp, backflow::AppState) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = test_config(dir.path(), overrides);
+    let app = Application::build(config).await.expect("server starts");
+    let state = app.state().clone();
+    let addr = app.local_addr();
+    let shutdown = app.shutdown();
+    let handle = tokio::spawn(app.run());
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let test_app = TestApp {
+        addr,
+        client,
+        data_dir: dir.path().to_path_buf(),
+        shutdown,
+        handle,
+        _data_dir_guard: Some(dir),
+    };
+    (test_app, state)
+}
+
+/// An open Server-Sent Events response, read event by event.
+pub struct SseStream {
+    /// The response headers.
+    pub headers: reqwest::header::HeaderMap,
+    events: futures_util::stream::BoxStream<
+        'static,
+        Result<eventsource_stream::Event, eventsource_stream::EventStreamError<reqwest::Error>>,
+    >,
+}
+
+/// Opens `path` (e.g. `/notifications`) as an event stream, with `Last-Event-ID` if given;
+/// panics unless the answer is a 200.
+pub async fn open_sse(app: &TestApp, path: &str, last_event_id: Option<&str>) -> SseStream {
+    open_sse_url(&app.client, &app.url(path), last_event_id).await
+}
+
+/// Like [`open_sse`], for any server.
+pub async fn open_sse_url(
+    client: &reqwest::Client,
+    url: &str,
+    last_event_id: Option<&str>,
+) -> SseStream {
+    use eventsource_stream::Eventsource;
+    use futures_util::StreamExt;
+
+    let mut request = client.get(url);
+    if let Some(id) = last_event_id {
+        request = request.header("last-event-id", id);
+    }
+    let response = request.send().await.expect("request sent");
+    assert_eq!(response.status(), 200, "event stream opened");
+    SseStream {
+        headers: response.headers().clone(),
+        events: response.bytes_stream().eventsource().boxed(),
+    }
+}
+
+impl SseStream {
+    /// The next event, or `None` once the server ended the stream. Waits at most 10 s (a guard
+    /// against a hanging test, not a timing assertion).
+    pub async fn next(&mut self) -> Option<eventsource_stream::Event> {
+        use futures_util::StreamExt;
+
+        let next = tokio::time::timeout(std::time::Duration::from_secs(10), self.events.next())
+            .await
+            .expect("an event or the end of the stream within 10 s");
+        next.map(|event| event.expect("a well-formed event"))
+    }
+
+    /// The data of the next event, parsed as JSON.
+    pub async fn next_json(&mut self) -> serde_json::Value {
+        let event = self.next().await.expect("the stream goes on");
+        serde_json::from_str(&event.data).expect("event data is JSON")
+    }
+}

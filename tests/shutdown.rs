@@ -1,0 +1,141 @@
+//! The graceful stop: open event streams end at once, in-flight responses finish, the process
+//! exits 0 without waiting for the drain deadline.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{open_sse, open_sse_url, spawn_app_with};
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio::time::timeout;
+
+/// Guard against a hanging test: far below the drain deadline the servers are given below, so a
+/// stream that held up the stop would fail the test rather than merely slow it.
+const HANG_GUARD: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn stopping_the_server_ends_open_event_streams() {
+    // A drain deadline longer than the guard: only the streams ending can let the stop return.
+    let app = spawn_app_with(&[("SHUTDOWN_TIMEOUT_SECONDS", "60")]).await;
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let mut stream = open_sse(&app, "/notifications", None).await;
+        stream.next().await.expect("connected message");
+        streams.push(stream);
+    }
+    let (_dir, _guard) = timeout(HANG_GUARD, app.stop())
+        .await
+        .expect("the server stops while event streams are open");
+    for mut stream in streams {
+        timeout(HANG_GUARD, async { while stream.next().await.is_some() {} })
+            .await
+            .expect("the event stream ended");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_ends_event_streams_lets_streams_finish_and_exits_zero() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().to_str().expect("UTF-8 path").to_owned();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_backflow"))
+        .env_clear()
+        .envs([
+            ("HOST", "127.0.0.1"),
+            ("PORT", "0"),
+            ("LOG_FORMAT", "json"),
+            ("RUST_LOG", "backflow=info"),
+            ("SHUTDOWN_TIMEOUT_SECONDS", "20"),
+            ("NOTIFY_INTERVAL_MS", "50"),
+            ("DATA_DIR", data_dir.as_str()),
+        ])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("server binary starts");
+    let mut log = BufReader::new(server.stdout.take().expect("piped stdout")).lines();
+    let addr: SocketAddr = timeout(HANG_GUARD, async {
+        loop {
+            let line = log.next_line().await.expect("log").expect("server running");
+            let entry: Value = serde_json::from_str(&line).expect("JSON log line");
+            if entry["message"] == "listening" {
+                let addr = entry["local_addr"].as_str().expect("address");
+                return addr.parse().expect("socket address");
+            }
+        }
+    })
+    .await
+    .expect("the server reports its address");
+    // Keep reading the log, so the server never blocks on a full pipe, and keep it for the end.
+    let log = tokio::spawn(async move {
+        let mut lines = Vec::new();
+        while let Ok(Some(line)) = log.next_line().await {
+            lines.push(line);
+        }
+        lines
+    });
+
+    let client = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let mut stream = open_sse_url(&client, &format!("{base}/notifications"), None).await;
+        stream.next().await.expect("connected message");
+        streams.push(stream);
+    }
+    let response = client
+        .get(format!("{base}/stream?totalItems=20&chunkSize=5&delay=200"))
+        .send()
+        .await
+        .expect("stream started");
+    let mut frames = response.bytes_stream();
+    let mut body = frames
+        .next()
+        .await
+        .expect("first chunk")
+        .expect("frame")
+        .to_vec();
+
+    let pid = server.id().expect("server running");
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(kill.success());
+
+    for mut stream in streams {
+        timeout(HANG_GUARD, async { while stream.next().await.is_some() {} })
+            .await
+            .expect("the event stream ended on SIGTERM");
+    }
+    timeout(HANG_GUARD, async {
+        while let Some(frame) = frames.next().await {
+            body.extend_from_slice(&frame.expect("the in-flight stream is not cut"));
+        }
+    })
+    .await
+    .expect("the in-flight stream finished");
+    let items: Vec<Value> = serde_json::from_slice(&body).expect("one complete JSON array");
+    assert_eq!(items.len(), 20);
+
+    let status = timeout(HANG_GUARD, server.wait())
+        .await
+        .expect("the server exits well before its 20 s drain deadline")
+        .expect("exit status");
+    assert!(status.success(), "exit status {status}");
+    let log = log.await.expect("log reader");
+    assert!(
+        !log.iter().any(|l| l.contains("drain deadline passed")),
+        "nothing was cut at the deadline: {log:#?}"
+    );
+    assert!(
+        log.iter().any(|l| l.contains(r#""message":"stopped""#)),
+        "{log:#?}"
+    );
+}
