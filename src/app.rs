@@ -12,6 +12,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::{self, AuthService};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::events::{EventBus, MemoryEventBus};
@@ -58,6 +59,8 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// When the server started, for `/health`.
     pub started_at: Instant,
+    /// Login, token verification and the revocation list.
+    pub auth: Arc<AuthService>,
 }
 
 impl AppState {
@@ -67,6 +70,8 @@ impl AppState {
         let tasks = TaskTracker::new();
         tasks.spawn(telemetry::run_lag_probe(metrics.clone(), shutdown.clone()));
         let events: Arc<dyn EventBus> = Arc::new(MemoryEventBus::new(config.sse_replay_buffer));
+        let auth = Arc::new(AuthService::restore(&config).await);
+        tasks.spawn(auth::run_sweeper(auth.clone(), shutdown.clone()));
         Ok(Self {
             config: Arc::new(config),
             metrics,
@@ -74,14 +79,21 @@ impl AppState {
             shutdown,
             tasks,
             started_at: Instant::now(),
+            auth,
         })
     }
 
     /// Sets the gauges that mirror store sizes; called when `/metrics` is scraped.
-    pub fn refresh_gauges(&self) {}
+    pub fn refresh_gauges(&self) {
+        self.metrics
+            .gauge("auth_revoked_tokens", &[])
+            .set(self.auth.revoked_count() as f64);
+    }
 
     /// Writes the snapshots of durable stores to `DATA_DIR`; called once, after the drain.
-    pub async fn persist(&self) {}
+    pub async fn persist(&self) {
+        self.auth.persist(&self.config.data_dir).await;
+    }
 }
 
 /// The complete HTTP application for `state`.

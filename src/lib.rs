@@ -9,6 +9,8 @@
 //! Everything lives in the library so the integration tests start the real server on port 0.
 
 pub mod app;
+/// JWT login, verification and logout with a bounded, persistent revocation list.
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod error;

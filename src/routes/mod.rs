@@ -6,9 +6,10 @@ use axum::Router;
 
 use crate::app::AppState;
 
+pub mod auth;
 pub mod ops;
 
 /// Every route of the API.
 pub fn api_router() -> Router<AppState> {
-    Router::new().merge(ops::router())
+    Router::new().merge(ops::router()).merge(auth::router())
 }
