@@ -586,3 +586,78 @@ async fn oversized_login_body_is_a_413() {
     )
     .await;
 }
+
+/// The next application event whose name starts with `auth.` (5 s at most).
+async fn next_auth_event(
+    live: &mut futures_util::stream::BoxStream<'static, backflow::events::Delivery>,
+) -> Value {
+    use futures_util::StreamExt;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let delivery = tokio::time::timeout_at(deadline, live.next())
+            .await
+            .expect("an auth event within 5 s")
+            .expect("bus open");
+        if let backflow::events::Delivery::Event(event) = delivery {
+            let data: Value = serde_json::from_str(&event.data).expect("JSON event");
+            if data["event"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("auth."))
+            {
+                return data;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn login_and_logout_publish_events_with_the_username_only() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = test_config(dir.path(), &[("JWT_SECRET", SECRET)]);
+    let application = backflow::Application::build(config)
+        .await
+        .expect("server starts");
+    let mut live = application.state().events.subscribe(None).live;
+    let base = format!("http://{}", application.local_addr());
+    let shutdown = application.shutdown();
+    let server = tokio::spawn(application.run());
+    let client = reqwest::Client::new();
+
+    let login: Value = client
+        .post(format!("{base}/login"))
+        .json(&json!({"username": "user", "password": "user123"}))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("JSON");
+    let token = token_of(&login);
+    let logout = client
+        .post(format!("{base}/logout"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(logout.status(), 200);
+
+    let logged_in = next_auth_event(&mut live).await;
+    assert_eq!(logged_in["event"], "auth.login");
+    assert_eq!(logged_in["username"], "user");
+    assert_eq!(logged_in["type"], "success");
+    let logged_out = next_auth_event(&mut live).await;
+    assert_eq!(logged_out["event"], "auth.logout");
+    assert_eq!(logged_out["username"], "user");
+    for event in [&logged_in, &logged_out] {
+        let text = event.to_string();
+        assert!(!text.contains(&token), "no token in {text}");
+        assert!(
+            !text.contains(login["tokenId"].as_str().expect("id")),
+            "no token id in {text}"
+        );
+        assert!(!text.contains("user123"), "no password in {text}");
+    }
+
+    shutdown.trigger();
+    server.await.expect("no panic").expect("clean stop");
+}

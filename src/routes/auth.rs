@@ -3,6 +3,9 @@
 //! Authentication is an extractor, so a handler that takes an [`AuthUser`] cannot run for an
 //! unauthenticated request and no handler repeats the header parsing. Its rejections are the
 //! contract's 401 bodies with an RFC 6750 `WWW-Authenticate: Bearer` challenge.
+//!
+//! Login and logout publish `auth.login` / `auth.logout` application events carrying the
+//! username only: never a token, a token id or a password.
 
 use std::net::SocketAddr;
 
@@ -18,6 +21,7 @@ use crate::app::AppState;
 use crate::auth::jwt::{Claims, format_lifetime};
 use crate::auth::{LoginError, TokenError};
 use crate::error::{ApiError, AuthFailure};
+use crate::events::{Level, NewEvent};
 use crate::extract::ApiJson;
 
 /// `POST /login`, `POST /logout`, `GET /protected`.
@@ -109,7 +113,16 @@ async fn login(
         }
         LoginError::Signing(err) => ApiError::Internal(err.to_string()),
     })?;
-    tracing::info!(username = %issued.claims.username, "login succeeded");
+    let username = &issued.claims.username;
+    tracing::info!(%username, "login succeeded");
+    state.events.publish(
+        NewEvent::app(
+            "auth.login",
+            Level::Success,
+            format!("{username} logged in"),
+        )
+        .with("username", username),
+    );
     Ok(Json(LoginResponse {
         message: "Login successful",
         token: issued.token,
@@ -132,7 +145,12 @@ async fn logout(
         .auth
         .logout(&claims)
         .map_err(|_| ApiError::Unauthorized(AuthFailure::RevokedToken))?;
-    tracing::info!(username = %claims.username, "logout");
+    let username = &claims.username;
+    tracing::info!(%username, "logout");
+    state.events.publish(
+        NewEvent::app("auth.logout", Level::Info, format!("{username} logged out"))
+            .with("username", username),
+    );
     Ok(Json(
         serde_json::json!({ "message": "Logged out successfully" }),
     ))
