@@ -18,6 +18,8 @@ pub mod events;
 pub mod extract;
 pub mod metrics;
 pub mod middleware;
+/// The priority queue: FIFO among equal priorities, bounded, snapshotted on shutdown.
+pub mod queue;
 pub mod routes;
 pub mod server;
 pub mod shutdown;
