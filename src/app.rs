@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::events::{EventBus, MemoryEventBus};
 use crate::metrics::Metrics;
+use crate::queue::{MemoryQueue, TaskQueue};
 use crate::shutdown::Shutdown;
 use crate::{middleware, routes, telemetry};
 
@@ -61,6 +62,8 @@ pub struct AppState {
     pub started_at: Instant,
     /// Login, token verification and the revocation list.
     pub auth: Arc<AuthService>,
+    /// The priority queue (in memory, restored from `DATA_DIR`).
+    pub queue: Arc<dyn TaskQueue>,
 }
 
 impl AppState {
@@ -72,6 +75,7 @@ impl AppState {
         let events: Arc<dyn EventBus> = Arc::new(MemoryEventBus::new(config.sse_replay_buffer));
         let auth = Arc::new(AuthService::restore(&config).await);
         tasks.spawn(auth::run_sweeper(auth.clone(), shutdown.clone()));
+        let queue = Arc::new(MemoryQueue::restore(&config.data_dir, config.queue_capacity).await);
         Ok(Self {
             config: Arc::new(config),
             metrics,
@@ -80,6 +84,7 @@ impl AppState {
             tasks,
             started_at: Instant::now(),
             auth,
+            queue,
         })
     }
 
@@ -88,11 +93,17 @@ impl AppState {
         self.metrics
             .gauge("auth_revoked_tokens", &[])
             .set(self.auth.revoked_count() as f64);
+        self.metrics
+            .gauge("queue_size", &[])
+            .set(self.queue.size() as f64);
     }
 
     /// Writes the snapshots of durable stores to `DATA_DIR`; called once, after the drain.
     pub async fn persist(&self) {
         self.auth.persist(&self.config.data_dir).await;
+        if let Err(err) = self.queue.persist(&self.config.data_dir).await {
+            tracing::error!(%err, "cannot write the queue snapshot");
+        }
     }
 }
 

@@ -8,8 +8,12 @@ use crate::app::AppState;
 
 pub mod auth;
 pub mod ops;
+pub mod queue;
 
 /// Every route of the API.
 pub fn api_router() -> Router<AppState> {
-    Router::new().merge(ops::router()).merge(auth::router())
+    Router::new()
+        .merge(ops::router())
+        .merge(auth::router())
+        .merge(queue::router())
 }
