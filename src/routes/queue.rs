@@ -4,6 +4,9 @@
 //! mistake gets the contract's own message: a missing (or `null`) field is "required", a
 //! priority of another JSON type "must be a number", and a wrong type or range for either field
 //! a 400 `invalid_input` naming the field and the accepted range.
+//!
+//! Each enqueue and dequeue publishes a `queue.enqueued` / `queue.dequeued` application event
+//! (`taskId`, `task`, `priority`, `queueSize`) on the event bus behind `/notifications`.
 
 use std::time::Duration;
 
@@ -16,6 +19,7 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::events::{Level, NewEvent};
 use crate::extract::ApiJson;
 use crate::queue::{InvalidPriority, MAX_TASK_CHARS, Priority, QueueError, QueuedTask, TaskText};
 
@@ -72,6 +76,13 @@ async fn enqueue(
 ) -> Result<Json<EnqueueResponse>, ApiError> {
     let (task, priority) = parse_enqueue(body)?;
     let enqueued = state.queue.enqueue(QueuedTask::new(task, priority)).await?;
+    publish(
+        &state,
+        "queue.enqueued",
+        "Task enqueued",
+        &enqueued.task,
+        enqueued.queue_size,
+    );
     let QueuedTask {
         id, task, priority, ..
     } = enqueued.task;
@@ -89,6 +100,13 @@ async fn dequeue(State(state): State<AppState>) -> Result<Json<DequeueResponse>,
         code: "queue_empty",
         message: "Queue is empty",
     })?;
+    publish(
+        &state,
+        "queue.dequeued",
+        "Task dequeued",
+        &dequeued.task,
+        dequeued.queue_size,
+    );
     let QueuedTask {
         id,
         task,
@@ -115,6 +133,24 @@ async fn status(State(state): State<AppState>) -> Result<Json<StatusResponse>, A
             priority: next.priority,
         }),
     }))
+}
+
+/// Publishes a queue event, after the queue's lock is released. The task's id goes in `taskId`:
+/// `id` is the event's own number, the one `Last-Event-ID` refers to.
+fn publish(
+    state: &AppState,
+    event: &'static str,
+    message: &str,
+    task: &QueuedTask,
+    queue_size: usize,
+) {
+    state.events.publish(
+        NewEvent::app(event, Level::Info, format!("{message}: {}", task.task))
+            .with("taskId", task.id)
+            .with("task", &task.task)
+            .with("priority", task.priority)
+            .with("queueSize", queue_size),
+    );
 }
 
 impl From<QueueError> for ApiError {
