@@ -12,10 +12,12 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::{self, AuthService};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::events::{self, EventBus, MemoryEventBus, SubscriberLimit};
 use crate::metrics::Metrics;
+use crate::queue::{MemoryQueue, TaskQueue};
 use crate::shutdown::Shutdown;
 use crate::{middleware, routes, telemetry};
 
@@ -60,6 +62,10 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// When the server started, for `/health`.
     pub started_at: Instant,
+    /// Login, token verification and the revocation list.
+    pub auth: Arc<AuthService>,
+    /// The priority queue (in memory, restored from `DATA_DIR`).
+    pub queue: Arc<dyn TaskQueue>,
 }
 
 impl AppState {
@@ -75,6 +81,9 @@ impl AppState {
             shutdown.clone(),
         ));
         let subscribers = SubscriberLimit::new(config.sse_max_connections);
+        let auth = Arc::new(AuthService::restore(&config).await);
+        tasks.spawn(auth::run_sweeper(auth.clone(), shutdown.clone()));
+        let queue = Arc::new(MemoryQueue::restore(&config.data_dir, config.queue_capacity).await);
         Ok(Self {
             config: Arc::new(config),
             metrics,
@@ -83,18 +92,31 @@ impl AppState {
             shutdown,
             tasks,
             started_at: Instant::now(),
+            auth,
+            queue,
         })
     }
 
     /// Sets the gauges that mirror store sizes; called when `/metrics` is scraped.
     pub fn refresh_gauges(&self) {
         self.metrics
+            .gauge("auth_revoked_tokens", &[])
+            .set(self.auth.revoked_count() as f64);
+        self.metrics
+            .gauge("queue_size", &[])
+            .set(self.queue.size() as f64);
+        self.metrics
             .gauge("sse_connections_open", &[])
             .set(self.subscribers.open() as f64);
     }
 
     /// Writes the snapshots of durable stores to `DATA_DIR`; called once, after the drain.
-    pub async fn persist(&self) {}
+    pub async fn persist(&self) {
+        self.auth.persist(&self.config.data_dir).await;
+        if let Err(err) = self.queue.persist(&self.config.data_dir).await {
+            tracing::error!(%err, "cannot write the queue snapshot");
+        }
+    }
 }
 
 /// The complete HTTP application for `state`.

@@ -9,6 +9,8 @@
 //! Everything lives in the library so the integration tests start the real server on port 0.
 
 pub mod app;
+/// JWT login, verification and logout with a bounded, persistent revocation list.
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod error;
@@ -16,6 +18,8 @@ pub mod events;
 pub mod extract;
 pub mod metrics;
 pub mod middleware;
+/// The priority queue: FIFO among equal priorities, bounded, snapshotted on shutdown.
+pub mod queue;
 pub mod routes;
 pub mod server;
 pub mod shutdown;

@@ -139,6 +139,24 @@ async fn application_events_appear_with_their_name() {
 }
 
 #[tokio::test]
+async fn an_enqueue_through_the_api_reaches_open_streams() {
+    let app = spawn_app_with(&[QUIET]).await;
+    let mut stream = open_sse(&app, "/notifications", None).await;
+    connected(&mut stream).await;
+    let response = app
+        .post_json(
+            "/enqueue",
+            &serde_json::json!({"task": "send report", "priority": 1}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let data = stream.next_json().await;
+    assert_eq!(data["event"], "queue.enqueued", "{data}");
+    assert_eq!(data["task"], "send report");
+    assert!(data["id"].is_u64());
+}
+
+#[tokio::test]
 async fn last_event_id_header_replays_exactly_from_the_seam() {
     let (app, state) = spawn_app_with_state(&[QUIET]).await;
     for n in 0..5 {

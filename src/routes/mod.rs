@@ -6,14 +6,18 @@ use axum::Router;
 
 use crate::app::AppState;
 
+pub mod auth;
 pub mod notifications;
 pub mod ops;
+pub mod queue;
 pub mod stream;
 
 /// Every route of the API.
 pub fn api_router() -> Router<AppState> {
     Router::new()
         .merge(ops::router())
+        .merge(auth::router())
+        .merge(queue::router())
         .merge(stream::router())
         .merge(notifications::router())
 }

@@ -1,0 +1,243 @@
+//! The failed-login budget per client: `LOGIN_MAX_PER_MINUTE` wrong passwords, then a pause.
+//!
+//! Only failures spend the budget, so a client that logs in correctly is never slowed down, and
+//! one client's failures never affect another. The budget itself is `governor`'s keyed GCRA
+//! limiter (burst = the per-minute budget, one attempt back every `60 s / budget`).
+//!
+//! `governor` can only test a key by spending from it (there is no "peek", governor issue #15),
+//! yet a client that has used up its budget must be refused *before* its password is checked:
+//! otherwise a 429 would still tell a guesser that the guess was wrong, and a 200 that it was
+//! right. So the failure that spends the last unit also records a short lockout, which is what
+//! [`LoginRateLimiter::check`] consults; it lasts at most one replenish interval, after which
+//! governor has an attempt to give again.
+//!
+//! Clients are keyed by IP address; IPv6 clients by their /64 prefix, since one host usually
+//! owns a whole /64 and could otherwise rotate addresses for a fresh budget on every try.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use governor::clock::{Clock, MonotonicClock, Reference};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DashMapStateStore;
+use governor::{Quota, RateLimiter};
+
+/// The client must wait this long before trying again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many failed logins; retry in {0:?}")]
+pub struct RetryAfter(pub Duration);
+
+type KeyedLimiter<C> =
+    RateLimiter<IpAddr, DashMapStateStore<IpAddr>, C, StateInformationMiddleware>;
+
+/// Failed-login budgets for every client, plus the lockouts of clients that spent theirs.
+pub struct LoginRateLimiter<C: Clock = MonotonicClock> {
+    budget: KeyedLimiter<C>,
+    lockouts: DashMap<IpAddr, C::Instant>,
+    clock: C,
+    replenish: Duration,
+}
+
+impl<C: Clock> std::fmt::Debug for LoginRateLimiter<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRateLimiter")
+            .field("replenish", &self.replenish)
+            .field("locked_out", &self.lockouts.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoginRateLimiter {
+    /// Allows `max_failures_per_minute` failed logins per client, on the real clock.
+    pub fn new(max_failures_per_minute: NonZeroU32) -> Self {
+        Self::with_clock(max_failures_per_minute, MonotonicClock)
+    }
+}
+
+impl<C: Clock + Clone> LoginRateLimiter<C> {
+    /// Like [`LoginRateLimiter::new`] on `clock` (tests pass a fake one).
+    pub fn with_clock(max_failures_per_minute: NonZeroU32, clock: C) -> Self {
+        let quota = Quota::per_minute(max_failures_per_minute);
+        Self {
+            budget: RateLimiter::dashmap_with_clock(quota, clock.clone()).with_middleware(),
+            lockouts: DashMap::new(),
+            clock,
+            replenish: quota.replenish_interval(),
+        }
+    }
+
+    /// Whether `client` may attempt a login now. Spends nothing.
+    pub fn check(&self, client: IpAddr) -> Result<(), RetryAfter> {
+        let key = client_key(client);
+        let Some(until) = self.lockouts.get(&key).map(|until| *until) else {
+            return Ok(());
+        };
+        let now = self.clock.now();
+        if now < until {
+            return Err(RetryAfter(until.duration_since(now).into()));
+        }
+        self.lockouts.remove_if(&key, |_, until| *until <= now);
+        Ok(())
+    }
+
+    /// Spends one unit of `client`'s budget for a failed login. `Err` when the budget was already
+    /// spent (concurrent attempts that all passed [`LoginRateLimiter::check`]).
+    pub fn record_failure(&self, client: IpAddr) -> Result<(), RetryAfter> {
+        let key = client_key(client);
+        match self.budget.check_key(&key) {
+            Ok(state) => {
+                if state.remaining_burst_capacity() == 0 {
+                    self.lock_out(key, self.replenish);
+                }
+                Ok(())
+            }
+            Err(not_until) => {
+                let wait: Duration = not_until.wait_time_from(self.clock.now());
+                self.lock_out(key, wait);
+                Err(RetryAfter(wait))
+            }
+        }
+    }
+
+    /// Forgets clients whose budget is full again and lockouts that are over; run periodically.
+    pub fn purge(&self) {
+        let now = self.clock.now();
+        self.lockouts.retain(|_, until| *until > now);
+        self.budget.retain_recent();
+        self.budget.shrink_to_fit();
+    }
+
+    /// Clients currently tracked (with a partly spent budget or a lockout).
+    pub fn tracked_clients(&self) -> usize {
+        self.budget.len().max(self.lockouts.len())
+    }
+
+    fn lock_out(&self, key: IpAddr, wait: Duration) {
+        let until = self.clock.now() + wait.into();
+        self.lockouts
+            .entry(key)
+            .and_modify(|current| *current = (*current).max(until))
+            .or_insert(until);
+    }
+}
+
+/// The budget key of a client: its IPv4 address, or the /64 prefix of its IPv6 address.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & (u128::MAX << 64);
+            IpAddr::V6(prefix.into())
+        }
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use governor::clock::FakeRelativeClock;
+
+    use super::*;
+
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 2));
+
+    fn limiter(per_minute: u32) -> (LoginRateLimiter<FakeRelativeClock>, FakeRelativeClock) {
+        let clock = FakeRelativeClock::default();
+        let per_minute = NonZeroU32::new(per_minute).expect("non-zero");
+        (
+            LoginRateLimiter::with_clock(per_minute, clock.clone()),
+            clock,
+        )
+    }
+
+    #[test]
+    fn the_attempt_after_the_budget_is_refused_with_a_wait() {
+        let (limiter, _) = limiter(2);
+        for _ in 0..2 {
+            assert_eq!(limiter.check(A), Ok(()));
+            assert_eq!(limiter.record_failure(A), Ok(()));
+        }
+        let RetryAfter(wait) = limiter.check(A).expect_err("budget spent");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
+    }
+
+    #[test]
+    fn one_clients_failures_never_block_another() {
+        let (limiter, _) = limiter(2);
+        for _ in 0..5 {
+            let _ = limiter.record_failure(A);
+        }
+        assert!(limiter.check(A).is_err());
+        assert_eq!(limiter.check(B), Ok(()));
+        assert_eq!(limiter.record_failure(B), Ok(()));
+    }
+
+    #[test]
+    fn checking_alone_spends_nothing() {
+        let (limiter, _) = limiter(1);
+        for _ in 0..100 {
+            assert_eq!(limiter.check(A), Ok(()));
+        }
+        assert_eq!(limiter.record_failure(A), Ok(()));
+        assert!(limiter.check(A).is_err());
+    }
+
+    #[test]
+    fn budget_comes_back_over_time() {
+        let (limiter, clock) = limiter(2);
+        limiter.record_failure(A).expect("first");
+        limiter.record_failure(A).expect("second");
+        let RetryAfter(wait) = limiter.check(A).expect_err("locked");
+        clock.advance(wait);
+        assert_eq!(limiter.check(A), Ok(()));
+        assert_eq!(limiter.record_failure(A), Ok(()));
+        assert!(
+            limiter.check(A).is_err(),
+            "one unit came back, not the whole budget"
+        );
+    }
+
+    #[test]
+    fn racing_failures_past_the_budget_are_refused() {
+        let (limiter, _) = limiter(1);
+        limiter.record_failure(A).expect("within budget");
+        assert!(limiter.record_failure(A).is_err());
+    }
+
+    #[test]
+    fn purge_forgets_rested_clients() {
+        let (limiter, clock) = limiter(2);
+        limiter.record_failure(A).expect("first");
+        limiter.record_failure(B).expect("first");
+        limiter.record_failure(B).expect("second");
+        assert_eq!(limiter.tracked_clients(), 2);
+        clock.advance(Duration::from_secs(120));
+        limiter.purge();
+        assert_eq!(limiter.tracked_clients(), 0);
+        assert_eq!(limiter.check(B), Ok(()));
+    }
+
+    #[test]
+    fn ipv6_clients_share_a_budget_per_64_prefix() {
+        let (limiter, _) = limiter(1);
+        let host: IpAddr = "2001:db8:1:2::1".parse().expect("ip");
+        let neighbour: IpAddr = "2001:db8:1:2:ffff::9".parse().expect("ip");
+        let other_net: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        limiter.record_failure(host).expect("within budget");
+        assert!(limiter.check(neighbour).is_err());
+        assert_eq!(limiter.check(other_net), Ok(()));
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_count_as_ipv4() {
+        let (limiter, _) = limiter(1);
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().expect("ip");
+        limiter.record_failure(mapped).expect("within budget");
+        assert!(limiter.check(A).is_err());
+    }
+}

@@ -1,0 +1,335 @@
+//! `POST /enqueue`, `GET|POST /dequeue`, `GET /queue/status`: the HTTP face of [`crate::queue`].
+//!
+//! The enqueue body is read as a generic JSON value rather than a typed struct so that each
+//! mistake gets the contract's own message: a missing (or `null`) field is "required", a
+//! priority of another JSON type "must be a number", and a wrong type or range for either field
+//! a 400 `invalid_input` naming the field and the accepted range.
+//!
+//! Each enqueue and dequeue publishes a `queue.enqueued` / `queue.dequeued` application event
+//! (`taskId`, `task`, `priority`, `queueSize`) on the event bus behind `/notifications`.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::{Number, Value};
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::events::{Level, NewEvent};
+use crate::extract::ApiJson;
+use crate::queue::{InvalidPriority, MAX_TASK_CHARS, Priority, QueueError, QueuedTask, TaskText};
+
+/// `Retry-After` of a `queue_full` answer: consumers drain at their own pace, so a short hint.
+const QUEUE_FULL_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// `POST /enqueue`, `GET /dequeue`, `POST /dequeue`, `GET /queue/status`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/enqueue", post(enqueue))
+        .route("/dequeue", get(dequeue).post(dequeue))
+        .route("/queue/status", get(status))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EnqueueResponse {
+    message: &'static str,
+    id: Uuid,
+    task: TaskText,
+    priority: Priority,
+    queue_size: usize,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DequeueResponse {
+    message: &'static str,
+    id: Uuid,
+    task: TaskText,
+    priority: Priority,
+    /// When the task was enqueued, in milliseconds since the Unix epoch.
+    timestamp: u64,
+    queue_size: usize,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusResponse {
+    size: usize,
+    is_empty: bool,
+    next_task: Option<NextTask>,
+}
+
+#[derive(Serialize)]
+struct NextTask {
+    task: TaskText,
+    priority: Priority,
+}
+
+async fn enqueue(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Json<EnqueueResponse>, ApiError> {
+    let (task, priority) = parse_enqueue(body)?;
+    let enqueued = state.queue.enqueue(QueuedTask::new(task, priority)).await?;
+    publish(
+        &state,
+        "queue.enqueued",
+        "Task enqueued",
+        &enqueued.task,
+        enqueued.queue_size,
+    );
+    let QueuedTask {
+        id, task, priority, ..
+    } = enqueued.task;
+    Ok(Json(EnqueueResponse {
+        message: "Task enqueued successfully",
+        id,
+        task,
+        priority,
+        queue_size: enqueued.queue_size,
+    }))
+}
+
+async fn dequeue(State(state): State<AppState>) -> Result<Json<DequeueResponse>, ApiError> {
+    let dequeued = state.queue.dequeue().await?.ok_or(ApiError::NotFound {
+        code: "queue_empty",
+        message: "Queue is empty",
+    })?;
+    publish(
+        &state,
+        "queue.dequeued",
+        "Task dequeued",
+        &dequeued.task,
+        dequeued.queue_size,
+    );
+    let QueuedTask {
+        id,
+        task,
+        priority,
+        enqueued_at_ms,
+    } = dequeued.task;
+    Ok(Json(DequeueResponse {
+        message: "Task dequeued",
+        id,
+        task,
+        priority,
+        timestamp: enqueued_at_ms,
+        queue_size: dequeued.queue_size,
+    }))
+}
+
+async fn status(State(state): State<AppState>) -> Result<Json<StatusResponse>, ApiError> {
+    let status = state.queue.status().await?;
+    Ok(Json(StatusResponse {
+        size: status.size,
+        is_empty: status.size == 0,
+        next_task: status.next.map(|next| NextTask {
+            task: next.task,
+            priority: next.priority,
+        }),
+    }))
+}
+
+/// Publishes a queue event, after the queue's lock is released. The task's id goes in `taskId`:
+/// `id` is the event's own number, the one `Last-Event-ID` refers to.
+fn publish(
+    state: &AppState,
+    event: &'static str,
+    message: &str,
+    task: &QueuedTask,
+    queue_size: usize,
+) {
+    state.events.publish(
+        NewEvent::app(event, Level::Info, format!("{message}: {}", task.task))
+            .with("taskId", task.id)
+            .with("task", &task.task)
+            .with("priority", task.priority)
+            .with("queueSize", queue_size),
+    );
+}
+
+impl From<QueueError> for ApiError {
+    fn from(err: QueueError) -> Self {
+        match err {
+            QueueError::Full { .. } => ApiError::Unavailable {
+                code: "queue_full",
+                message: "Queue is full",
+                retry_after: QUEUE_FULL_RETRY_AFTER,
+            },
+            QueueError::Unavailable(cause) => ApiError::Internal(cause),
+        }
+    }
+}
+
+/// Checks the task first, then the priority, so a body with both wrong reports the task.
+fn parse_enqueue(body: Value) -> Result<(TaskText, Priority), ApiError> {
+    let Value::Object(mut fields) = body else {
+        return Err(ApiError::invalid_input(
+            "body",
+            r#"the body must be a JSON object such as {"task":"Process payment","priority":1}"#,
+        ));
+    };
+    let task = parse_task(fields.remove("task"))?;
+    let priority = parse_priority(fields.remove("priority"))?;
+    Ok((task, priority))
+}
+
+/// `null` counts as missing, as it does for most JSON APIs.
+fn parse_task(value: Option<Value>) -> Result<TaskText, ApiError> {
+    match value {
+        None | Some(Value::Null) => Err(ApiError::BadRequest {
+            code: "task_required",
+            message: "Task is required",
+        }),
+        Some(Value::String(text)) => {
+            TaskText::parse(text).map_err(|err| ApiError::invalid_input("task", err.to_string()))
+        }
+        Some(other) => Err(ApiError::invalid_input(
+            "task",
+            format!(
+                "task must be a string of 1 to {MAX_TASK_CHARS} characters (got {})",
+                json_type(&other)
+            ),
+        )),
+    }
+}
+
+/// `null` counts as missing; any other non-number is "not a number".
+fn parse_priority(value: Option<Value>) -> Result<Priority, ApiError> {
+    match value {
+        None | Some(Value::Null) => Err(ApiError::BadRequest {
+            code: "priority_required",
+            message: "Priority is required (number)",
+        }),
+        Some(Value::Number(number)) => priority_from_number(&number)
+            .map_err(|err| ApiError::invalid_input("priority", err.to_string())),
+        Some(_) => Err(ApiError::invalid_input(
+            "priority",
+            "Priority must be a number",
+        )),
+    }
+}
+
+/// JSON has one number type: `2`, `2.0` and `2e0` are the same integer; `2.5` is not one.
+fn priority_from_number(number: &Number) -> Result<Priority, InvalidPriority> {
+    let refused = || InvalidPriority {
+        got: number.to_string(),
+    };
+    if let Some(integer) = number.as_i64() {
+        Priority::new(integer).map_err(|_| refused())
+    } else if number.is_u64() {
+        Err(refused())
+    } else {
+        number
+            .as_f64()
+            .ok_or_else(refused)
+            .and_then(|float| Priority::from_f64(float).map_err(|_| refused()))
+    }
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn field_error(body: Value) -> (String, String) {
+        match parse_enqueue(body).unwrap_err() {
+            ApiError::InvalidInput { field, message } => (field, message),
+            other => panic!("expected invalid_input, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_or_null_fields_use_the_contract_messages() {
+        for body in [json!({"priority": 1}), json!({"task": null, "priority": 1})] {
+            assert_eq!(
+                parse_enqueue(body).unwrap_err().to_string(),
+                "Task is required"
+            );
+        }
+        for body in [json!({"task": "t"}), json!({"task": "t", "priority": null})] {
+            let err = parse_enqueue(body).unwrap_err();
+            assert_eq!(err.to_string(), "Priority is required (number)");
+            assert_eq!(err.code(), "priority_required");
+        }
+    }
+
+    #[test]
+    fn a_priority_of_another_type_is_not_a_number() {
+        for priority in [json!("1"), json!(true), json!([1]), json!({"n": 1})] {
+            let (field, message) = field_error(json!({"task": "t", "priority": priority}));
+            assert_eq!(
+                (field.as_str(), message.as_str()),
+                ("priority", "Priority must be a number")
+            );
+        }
+    }
+
+    #[test]
+    fn fractional_or_out_of_range_priorities_name_the_range() {
+        for priority in [
+            json!(1.5),
+            json!(9_007_199_254_740_993_u64),
+            json!(-9_007_199_254_740_993_i64),
+            json!(u64::MAX),
+            json!(1e300),
+        ] {
+            let (field, message) = field_error(json!({"task": "t", "priority": priority}));
+            assert_eq!(field, "priority");
+            assert!(
+                message.contains("between -9007199254740992 and 9007199254740992"),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn whole_number_priorities_in_any_notation_are_accepted() {
+        for (priority, expected) in [
+            (json!(2.0), 2),
+            (json!(-7), -7),
+            (json!(9_007_199_254_740_992_u64), Priority::MAX),
+        ] {
+            let (_, parsed) = parse_enqueue(json!({"task": "t", "priority": priority})).unwrap();
+            assert_eq!(parsed.get(), expected);
+        }
+    }
+
+    #[test]
+    fn a_task_of_the_wrong_type_or_length_names_the_range() {
+        for task in [
+            json!(""),
+            json!(42),
+            json!(["a"]),
+            json!("x".repeat(MAX_TASK_CHARS + 1)),
+        ] {
+            let (field, message) = field_error(json!({"task": task, "priority": 1}));
+            assert_eq!(field, "task");
+            assert!(message.contains("1 to 1024 characters"), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_object_is_refused() {
+        for body in [json!([]), json!("task"), json!(1), Value::Null] {
+            assert_eq!(field_error(body).0, "body");
+        }
+    }
+}

@@ -1,0 +1,663 @@
+//! JWT authentication over real HTTP: login, protected route, logout and revocation, every
+//! rejection of the contract, expiry, restart, the failed-login limit and concurrency.
+
+mod common;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::{TestApp, error_body, spawn_app_with, spawn_config, test_config};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+const SECRET: &str = "auth-tests-secret-long-enough-for-hs256";
+
+async fn spawn(overrides: &[(&str, &str)]) -> TestApp {
+    let mut pairs = vec![("JWT_SECRET", SECRET)];
+    pairs.extend_from_slice(overrides);
+    spawn_app_with(&pairs).await
+}
+
+async fn login(app: &TestApp, username: &str, password: &str) -> reqwest::Response {
+    app.post_json(
+        "/login",
+        &json!({"username": username, "password": password}),
+    )
+    .await
+}
+
+/// Logs in as the demo admin and returns the login body.
+async fn login_admin(app: &TestApp) -> Value {
+    let response = login(app, "admin", "admin123").await;
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("JSON body")
+}
+
+fn token_of(body: &Value) -> String {
+    body["token"].as_str().expect("token").to_owned()
+}
+
+/// `method path` with this exact `Authorization` header (none when `None`).
+async fn send_with_auth(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    authorization: Option<&str>,
+) -> reqwest::Response {
+    let mut request = app.client.request(method, app.url(path));
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
+    }
+    request.send().await.expect("request sent")
+}
+
+async fn protected(app: &TestApp, token: &str) -> reqwest::Response {
+    let bearer = format!("Bearer {token}");
+    send_with_auth(app, reqwest::Method::GET, "/protected", Some(&bearer)).await
+}
+
+async fn logout(app: &TestApp, token: &str) -> reqwest::Response {
+    let bearer = format!("Bearer {token}");
+    send_with_auth(app, reqwest::Method::POST, "/logout", Some(&bearer)).await
+}
+
+/// Checks a 401 of the contract: message, code, and the `WWW-Authenticate` challenge.
+async fn assert_unauthorized(response: reqwest::Response, message: &str, code: &str) {
+    let challenge = response
+        .headers()
+        .get("www-authenticate")
+        .expect("WWW-Authenticate on every 401")
+        .to_str()
+        .expect("ASCII")
+        .to_owned();
+    assert!(challenge.starts_with("Bearer "), "{challenge}");
+    let invalid_token = challenge.contains(r#"error="invalid_token""#);
+    assert_eq!(invalid_token, code != "token_required", "{challenge}");
+    let body = error_body(response, 401, code).await;
+    assert_eq!(body["error"], message);
+}
+
+async fn assert_invalid_token(response: reqwest::Response) {
+    assert_unauthorized(response, "Invalid or expired token", "invalid_token").await;
+}
+
+async fn assert_revoked(response: reqwest::Response) {
+    assert_unauthorized(response, "Token has been invalidated", "token_revoked").await;
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+}
+
+fn claims(exp: u64) -> Value {
+    json!({
+        "userId": 1,
+        "username": "admin",
+        "jti": uuid::Uuid::new_v4(),
+        "iat": unix_now(),
+        "exp": exp,
+    })
+}
+
+fn sign(algorithm: Algorithm, secret: &str, claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &Header::new(algorithm),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("signed")
+}
+
+/// Polls `/metrics` until `auth_revoked_tokens` equals `expected` (10 s at most).
+async fn wait_for_revoked_gauge(app: &TestApp, expected: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let value = app.metric_value("auth_revoked_tokens", &[]).await;
+        if value == Some(expected) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "auth_revoked_tokens stayed at {value:?}, expected {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn login_protected_logout_flow_revokes_the_token() {
+    let app = spawn(&[]).await;
+    let body = login_admin(&app).await;
+    assert_eq!(body["message"], "Login successful");
+    assert_eq!(body["expiresIn"], "1h");
+    let token = token_of(&body);
+    let token_id = body["tokenId"].as_str().expect("tokenId");
+    assert_eq!(
+        uuid::Uuid::parse_str(token_id)
+            .expect("UUID")
+            .get_version_num(),
+        4
+    );
+
+    let response = protected(&app, &token).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("JSON");
+    assert_eq!(body["message"], "This is a protected route");
+    let user = &body["user"];
+    assert_eq!(user["userId"], 1);
+    assert_eq!(user["username"], "admin");
+    assert_eq!(user["jti"], token_id);
+    let iat = user["iat"].as_u64().expect("iat");
+    assert_eq!(user["exp"].as_u64(), Some(iat + 3600));
+    assert!(iat.abs_diff(unix_now()) <= 5, "iat is now");
+
+    let response = logout(&app, &token).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("JSON");
+    assert_eq!(body, json!({"message": "Logged out successfully"}));
+
+    assert_revoked(protected(&app, &token).await).await;
+    assert_revoked(logout(&app, &token).await).await;
+    assert_eq!(
+        app.metric_value("auth_revoked_tokens", &[]).await,
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn second_demo_user_gets_its_own_id() {
+    let app = spawn(&[]).await;
+    let response = login(&app, "user", "user123").await;
+    let token = token_of(&response.json().await.expect("JSON"));
+    let body: Value = protected(&app, &token).await.json().await.expect("JSON");
+    assert_eq!(body["user"]["userId"], 2);
+    assert_eq!(body["user"]["username"], "user");
+}
+
+#[tokio::test]
+async fn expires_in_reflects_the_configured_lifetime() {
+    for (ttl, shown) in [("1800", "30m"), ("45", "45s"), ("86400", "1d")] {
+        let app = spawn(&[("JWT_TTL_SECONDS", ttl)]).await;
+        assert_eq!(login_admin(&app).await["expiresIn"], shown, "{ttl}");
+    }
+}
+
+#[tokio::test]
+async fn configured_users_replace_the_demo_users() {
+    let app = spawn(&[("AUTH_USERS", "alice:wonderland-42")]).await;
+    assert_eq!(login(&app, "alice", "wonderland-42").await.status(), 200);
+    error_body(
+        login(&app, "admin", "admin123").await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn missing_username_or_password_is_a_400() {
+    let app = spawn(&[]).await;
+    let bodies = [
+        json!({}),
+        json!({"username": "admin"}),
+        json!({"password": "admin123"}),
+        json!({"username": "", "password": "admin123"}),
+        json!({"username": "admin", "password": ""}),
+        json!({"username": 1, "password": "admin123"}),
+        json!({"username": "admin", "password": null}),
+        json!(["admin", "admin123"]),
+        json!("admin"),
+        json!(null),
+    ];
+    for body in bodies {
+        let response = app.post_json("/login", &body).await;
+        let error = error_body(response, 400, "missing_credentials").await;
+        assert_eq!(error["error"], "Username and password required", "{body}");
+    }
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_a_401() {
+    let app = spawn(&[]).await;
+    for (username, password) in [
+        ("admin", "wrong"),
+        ("admin", "user123"),
+        ("nobody", "admin123"),
+    ] {
+        let response = login(&app, username, password).await;
+        assert!(response.headers().contains_key("www-authenticate"));
+        let body = error_body(response, 401, "invalid_credentials").await;
+        assert_eq!(body["error"], "Invalid credentials");
+        assert!(!body.to_string().contains(password), "password not echoed");
+    }
+}
+
+#[tokio::test]
+async fn requests_without_a_bearer_token_are_told_a_token_is_required() {
+    let app = spawn(&[]).await;
+    for (method, path) in [
+        (reqwest::Method::GET, "/protected"),
+        (reqwest::Method::POST, "/logout"),
+    ] {
+        for authorization in [
+            None,
+            Some(""),
+            Some("Basic YWRtaW46YWRtaW4xMjM="),
+            Some("Bearer"),
+            Some("Bearer   "),
+        ] {
+            let response = send_with_auth(&app, method.clone(), path, authorization).await;
+            assert_unauthorized(response, "Access token required", "token_required").await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn malformed_tokens_are_invalid() {
+    let app = spawn(&[]).await;
+    for token in [
+        "not-a-jwt",
+        "a.b.c",
+        "x.y",
+        "...",
+        "eyJhbGciOiJIUzI1NiJ9.e30.",
+        &"A".repeat(10_000),
+    ] {
+        assert_invalid_token(protected(&app, token).await).await;
+    }
+}
+
+#[tokio::test]
+async fn bearer_scheme_is_matched_case_insensitively() {
+    let app = spawn(&[]).await;
+    let token = token_of(&login_admin(&app).await);
+    for scheme in ["bearer", "BEARER", "BeArEr"] {
+        let value = format!("{scheme} {token}");
+        let response = send_with_auth(&app, reqwest::Method::GET, "/protected", Some(&value)).await;
+        assert_eq!(response.status(), 200, "{scheme}");
+    }
+}
+
+#[tokio::test]
+async fn unsigned_token_with_alg_none_is_refused() {
+    let app = spawn(&[]).await;
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(claims(unix_now() + 600).to_string());
+    assert_invalid_token(protected(&app, &format!("{header}.{payload}.")).await).await;
+}
+
+#[tokio::test]
+async fn tokens_signed_with_another_algorithm_are_refused() {
+    let app = spawn(&[]).await;
+    for algorithm in [Algorithm::HS384, Algorithm::HS512] {
+        let token = sign(algorithm, SECRET, &claims(unix_now() + 600));
+        assert_invalid_token(protected(&app, &token).await).await;
+    }
+}
+
+#[tokio::test]
+async fn a_correctly_crafted_token_is_accepted() {
+    // The control for the rejection tests: the same crafting with HS256 and the right key works.
+    let app = spawn(&[]).await;
+    let token = sign(Algorithm::HS256, SECRET, &claims(unix_now() + 600));
+    assert_eq!(protected(&app, &token).await.status(), 200);
+}
+
+#[tokio::test]
+async fn tampered_payload_is_refused() {
+    let app = spawn(&[]).await;
+    let token = token_of(&login_admin(&app).await);
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut payload: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("base64url"))
+            .expect("JSON payload");
+    payload["username"] = json!("root");
+    payload["exp"] = json!(unix_now() + 365 * 86_400);
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(payload.to_string()),
+        parts[2]
+    );
+    assert_invalid_token(protected(&app, &forged).await).await;
+}
+
+#[tokio::test]
+async fn token_signed_with_another_secret_is_refused() {
+    let app = spawn(&[]).await;
+    let token = sign(
+        Algorithm::HS256,
+        "some-other-secret-of-sufficient-length!",
+        &claims(unix_now() + 600),
+    );
+    assert_invalid_token(protected(&app, &token).await).await;
+}
+
+#[tokio::test]
+async fn expired_token_is_refused() {
+    let app = spawn(&[]).await;
+    let token = sign(Algorithm::HS256, SECRET, &claims(unix_now() - 3600));
+    assert_invalid_token(protected(&app, &token).await).await;
+}
+
+#[tokio::test]
+async fn token_without_exp_or_with_missing_claims_is_refused() {
+    let app = spawn(&[]).await;
+    let mut no_exp = claims(0);
+    no_exp.as_object_mut().expect("object").remove("exp");
+    let mut no_jti = claims(unix_now() + 600);
+    no_jti.as_object_mut().expect("object").remove("jti");
+    for payload in [no_exp, no_jti] {
+        let token = sign(Algorithm::HS256, SECRET, &payload);
+        assert_invalid_token(protected(&app, &token).await).await;
+    }
+}
+
+#[tokio::test]
+async fn revocations_are_forgotten_once_the_token_expires() {
+    let app = spawn(&[("JWT_TTL_SECONDS", "1")]).await;
+    let body = login_admin(&app).await;
+    assert_eq!(body["expiresIn"], "1s");
+    let token = token_of(&body);
+    assert_eq!(logout(&app, &token).await.status(), 200);
+    assert_eq!(
+        app.metric_value("auth_revoked_tokens", &[]).await,
+        Some(1.0)
+    );
+
+    wait_for_revoked_gauge(&app, 0.0).await;
+    // Forgotten, yet still refused: it is expired now.
+    assert_invalid_token(protected(&app, &token).await).await;
+}
+
+#[tokio::test]
+async fn revocations_survive_a_restart() {
+    let app = spawn(&[]).await;
+    let revoked = token_of(&login_admin(&app).await);
+    let kept = token_of(&login_admin(&app).await);
+    assert_eq!(logout(&app, &revoked).await.status(), 200);
+    let (data_dir, _guard) = app.stop().await;
+    assert!(data_dir.join("revocations.json").is_file());
+
+    let restarted = spawn_config(test_config(&data_dir, &[("JWT_SECRET", SECRET)])).await;
+    assert_revoked(protected(&restarted, &revoked).await).await;
+    assert_eq!(protected(&restarted, &kept).await.status(), 200);
+    assert_eq!(
+        restarted.metric_value("auth_revoked_tokens", &[]).await,
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn corrupt_revocation_snapshot_does_not_stop_start_up() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("revocations.json"), b"\x00not json").expect("write");
+    let app = spawn_config(test_config(dir.path(), &[("JWT_SECRET", SECRET)])).await;
+    let token = token_of(&login_admin(&app).await);
+    assert_eq!(protected(&app, &token).await.status(), 200);
+    assert_eq!(
+        app.metric_value("auth_revoked_tokens", &[]).await,
+        Some(0.0)
+    );
+}
+
+#[tokio::test]
+async fn repeated_failed_logins_are_rate_limited() {
+    let app = spawn(&[("LOGIN_MAX_PER_MINUTE", "2")]).await;
+    for _ in 0..2 {
+        error_body(
+            login(&app, "admin", "guess").await,
+            401,
+            "invalid_credentials",
+        )
+        .await;
+    }
+    for password in ["guess", "admin123"] {
+        let response = login(&app, "admin", password).await;
+        let retry_after: u64 = response
+            .headers()
+            .get("retry-after")
+            .expect("Retry-After")
+            .to_str()
+            .expect("ASCII")
+            .parse()
+            .expect("seconds");
+        assert!((1..=30).contains(&retry_after), "{retry_after}");
+        let body = error_body(response, 429, "rate_limited").await;
+        assert_eq!(body["retryAfterSeconds"], retry_after);
+    }
+    let limited = app
+        .metric_value("auth_login_attempts_total", &[r#"outcome="rate_limited""#])
+        .await;
+    assert_eq!(limited, Some(2.0));
+}
+
+#[tokio::test]
+async fn successful_logins_do_not_spend_the_failure_budget() {
+    let app = spawn(&[("LOGIN_MAX_PER_MINUTE", "2")]).await;
+    for _ in 0..5 {
+        login_admin(&app).await;
+    }
+    for _ in 0..2 {
+        error_body(
+            login(&app, "admin", "guess").await,
+            401,
+            "invalid_credentials",
+        )
+        .await;
+    }
+    // Malformed requests test no password, so they spend nothing either.
+    error_body(
+        app.post_json("/login", &json!({})).await,
+        400,
+        "missing_credentials",
+    )
+    .await;
+    error_body(login(&app, "admin", "guess").await, 429, "rate_limited").await;
+}
+
+#[tokio::test]
+async fn concurrent_logouts_of_one_token_succeed_exactly_once() {
+    let app = spawn(&[]).await;
+    let token = token_of(&login_admin(&app).await);
+    let attempts = (0..16).map(|_| {
+        let client = app.client.clone();
+        let url = app.url("/logout");
+        let bearer = format!("Bearer {token}");
+        tokio::spawn(async move {
+            let response = client
+                .post(url)
+                .header("authorization", bearer)
+                .send()
+                .await
+                .expect("sent");
+            response.status().as_u16()
+        })
+    });
+    let mut statuses = Vec::new();
+    for attempt in attempts.collect::<Vec<_>>() {
+        statuses.push(attempt.await.expect("task"));
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 401),
+        "{statuses:?}"
+    );
+    assert_revoked(protected(&app, &token).await).await;
+}
+
+#[tokio::test]
+async fn concurrent_verifies_and_logouts_stay_consistent() {
+    let app = spawn(&[]).await;
+    let mut tokens = Vec::new();
+    for _ in 0..12 {
+        tokens.push(token_of(&login_admin(&app).await));
+    }
+    let mut tasks = Vec::new();
+    for token in &tokens {
+        for round in 0..6 {
+            let client = app.client.clone();
+            let base = app.url("");
+            let bearer = format!("Bearer {token}");
+            tasks.push(tokio::spawn(async move {
+                let request = if round == 3 {
+                    client.post(format!("{base}/logout"))
+                } else {
+                    client.get(format!("{base}/protected"))
+                };
+                let status = request
+                    .header("authorization", bearer)
+                    .send()
+                    .await
+                    .expect("sent")
+                    .status()
+                    .as_u16();
+                (round == 3, status)
+            }));
+        }
+    }
+    for task in tasks {
+        let (was_logout, status) = task.await.expect("task");
+        if was_logout {
+            assert_eq!(status, 200, "each token is logged out once");
+        } else {
+            assert!(status == 200 || status == 401, "{status}");
+        }
+    }
+    for token in &tokens {
+        assert_revoked(protected(&app, token).await).await;
+    }
+    assert_eq!(
+        app.metric_value("auth_revoked_tokens", &[]).await,
+        Some(tokens.len() as f64)
+    );
+}
+
+#[tokio::test]
+async fn malformed_json_login_is_a_400() {
+    let app = spawn(&[]).await;
+    let response = app
+        .client
+        .post(app.url("/login"))
+        .header("content-type", "application/json")
+        .body(r#"{"username": "admin", "password": "#)
+        .send()
+        .await
+        .expect("sent");
+    error_body(response, 400, "invalid_json").await;
+}
+
+#[tokio::test]
+async fn login_without_json_content_type_is_a_415() {
+    let app = spawn(&[]).await;
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let mut request = app
+            .client
+            .post(app.url("/login"))
+            .body(r#"{"username":"admin","password":"admin123"}"#);
+        if let Some(value) = content_type {
+            request = request.header("content-type", value);
+        }
+        let response = request.send().await.expect("sent");
+        error_body(response, 415, "unsupported_media_type").await;
+    }
+}
+
+#[tokio::test]
+async fn oversized_login_body_is_a_413() {
+    let app = spawn(&[("BODY_LIMIT_BYTES", "64")]).await;
+    let body = json!({"username": "admin", "password": "x".repeat(200)});
+    error_body(
+        app.post_json("/login", &body).await,
+        413,
+        "payload_too_large",
+    )
+    .await;
+}
+
+/// The next application event whose name starts with `auth.` (5 s at most).
+async fn next_auth_event(
+    live: &mut futures_util::stream::BoxStream<'static, backflow::events::Delivery>,
+) -> Value {
+    use futures_util::StreamExt;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let delivery = tokio::time::timeout_at(deadline, live.next())
+            .await
+            .expect("an auth event within 5 s")
+            .expect("bus open");
+        if let backflow::events::Delivery::Event(event) = delivery {
+            let data: Value = serde_json::from_str(&event.data).expect("JSON event");
+            if data["event"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("auth."))
+            {
+                return data;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn login_and_logout_publish_events_with_the_username_only() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = test_config(dir.path(), &[("JWT_SECRET", SECRET)]);
+    let application = backflow::Application::build(config)
+        .await
+        .expect("server starts");
+    let mut live = application.state().events.subscribe(None).live;
+    let base = format!("http://{}", application.local_addr());
+    let shutdown = application.shutdown();
+    let server = tokio::spawn(application.run());
+    let client = reqwest::Client::new();
+
+    let login: Value = client
+        .post(format!("{base}/login"))
+        .json(&json!({"username": "user", "password": "user123"}))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("JSON");
+    let token = token_of(&login);
+    let logout = client
+        .post(format!("{base}/logout"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(logout.status(), 200);
+
+    let logged_in = next_auth_event(&mut live).await;
+    assert_eq!(logged_in["event"], "auth.login");
+    assert_eq!(logged_in["username"], "user");
+    assert_eq!(logged_in["type"], "success");
+    let logged_out = next_auth_event(&mut live).await;
+    assert_eq!(logged_out["event"], "auth.logout");
+    assert_eq!(logged_out["username"], "user");
+    for event in [&logged_in, &logged_out] {
+        let text = event.to_string();
+        assert!(!text.contains(&token), "no token in {text}");
+        assert!(
+            !text.contains(login["tokenId"].as_str().expect("id")),
+            "no token id in {text}"
+        );
+        assert!(!text.contains("user123"), "no password in {text}");
+    }
+
+    shutdown.trigger();
+    server.await.expect("no panic").expect("clean stop");
+}

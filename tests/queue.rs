@@ -1,0 +1,496 @@
+//! The priority queue over HTTP: ordering, validation, limits, concurrency and restarts.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::{TestApp, error_body, spawn_app, spawn_app_with, spawn_config, test_config};
+use serde_json::{Value, json};
+
+async fn enqueue(app: &TestApp, task: &str, priority: i64) -> Value {
+    let response = app
+        .post_json("/enqueue", &json!({"task": task, "priority": priority}))
+        .await;
+    assert_eq!(response.status(), 200, "enqueue {task}");
+    response.json().await.expect("JSON body")
+}
+
+async fn dequeue(app: &TestApp) -> Value {
+    let response = app.get("/dequeue").await;
+    assert_eq!(response.status(), 200, "dequeue");
+    response.json().await.expect("JSON body")
+}
+
+async fn drain_tasks(app: &TestApp) -> Vec<String> {
+    let mut tasks = Vec::new();
+    loop {
+        let response = app.get("/dequeue").await;
+        if response.status() == 404 {
+            return tasks;
+        }
+        let body: Value = response.json().await.expect("JSON body");
+        tasks.push(body["task"].as_str().expect("task").to_owned());
+    }
+}
+
+async fn status(app: &TestApp) -> Value {
+    let response = app.get("/queue/status").await;
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("JSON body")
+}
+
+fn now_ms() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970");
+    u64::try_from(since.as_millis()).expect("fits")
+}
+
+#[tokio::test]
+async fn lower_numbers_leave_first_and_equal_priorities_in_arrival_order() {
+    let app = spawn_app().await;
+    for (task, priority) in [
+        ("report", 3),
+        ("payment A", 1),
+        ("email", 2),
+        ("payment B", 1),
+        ("cleanup", 3),
+        ("urgent", -10),
+        ("payment C", 1),
+    ] {
+        enqueue(&app, task, priority).await;
+    }
+    assert_eq!(
+        drain_tasks(&app).await,
+        [
+            "urgent",
+            "payment A",
+            "payment B",
+            "payment C",
+            "email",
+            "report",
+            "cleanup"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn enqueue_answers_with_an_id_the_task_and_the_queue_size() {
+    let app = spawn_app().await;
+    let first = enqueue(&app, "Process payment", 1).await;
+    assert_eq!(first["message"], "Task enqueued successfully");
+    assert_eq!(first["task"], "Process payment");
+    assert_eq!(first["priority"], 1);
+    assert_eq!(first["queueSize"], 1);
+    let id = uuid::Uuid::parse_str(first["id"].as_str().expect("id")).expect("a UUID");
+    assert_eq!(id.get_version_num(), 4);
+
+    let second = enqueue(&app, "Send email", 2).await;
+    assert_eq!(second["queueSize"], 2);
+    assert_ne!(second["id"], first["id"]);
+}
+
+#[tokio::test]
+async fn dequeue_returns_the_task_with_its_enqueue_timestamp() {
+    let app = spawn_app().await;
+    let before = now_ms();
+    let enqueued = enqueue(&app, "Process payment", 1).await;
+    let after = now_ms();
+    enqueue(&app, "Send email", 2).await;
+
+    let body = dequeue(&app).await;
+    assert_eq!(body["message"], "Task dequeued");
+    assert_eq!(body["id"], enqueued["id"]);
+    assert_eq!(body["task"], "Process payment");
+    assert_eq!(body["priority"], 1);
+    assert_eq!(body["queueSize"], 1);
+    let timestamp = body["timestamp"].as_u64().expect("milliseconds");
+    assert!(
+        (before..=after).contains(&timestamp),
+        "{before} <= {timestamp} <= {after}"
+    );
+}
+
+#[tokio::test]
+async fn post_dequeue_works_like_get() {
+    let app = spawn_app().await;
+    enqueue(&app, "first", 1).await;
+    let response = app
+        .client
+        .post(app.url("/dequeue"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("JSON");
+    assert_eq!(body["task"], "first");
+    assert_eq!(body["queueSize"], 0);
+}
+
+#[tokio::test]
+async fn dequeue_from_an_empty_queue_is_a_json_404() {
+    let app = spawn_app().await;
+    let body = error_body(app.get("/dequeue").await, 404, "queue_empty").await;
+    assert_eq!(body["error"], "Queue is empty");
+    let posted = app
+        .client
+        .post(app.url("/dequeue"))
+        .send()
+        .await
+        .expect("sent");
+    error_body(posted, 404, "queue_empty").await;
+}
+
+#[tokio::test]
+async fn status_shows_the_size_and_the_next_task() {
+    let app = spawn_app().await;
+    assert_eq!(
+        status(&app).await,
+        json!({"size": 0, "isEmpty": true, "nextTask": null})
+    );
+    enqueue(&app, "later", 5).await;
+    enqueue(&app, "sooner", 1).await;
+    assert_eq!(
+        status(&app).await,
+        json!({"size": 2, "isEmpty": false, "nextTask": {"task": "sooner", "priority": 1}})
+    );
+    assert_eq!(status(&app).await["size"], 2, "status does not dequeue");
+}
+
+#[tokio::test]
+async fn missing_fields_get_the_contract_messages() {
+    let app = spawn_app().await;
+    for body in [
+        json!({"priority": 1}),
+        json!({"task": null, "priority": 1}),
+        json!({}),
+    ] {
+        let error = error_body(app.post_json("/enqueue", &body).await, 400, "task_required").await;
+        assert_eq!(error["error"], "Task is required", "{body}");
+    }
+    for body in [json!({"task": "t"}), json!({"task": "t", "priority": null})] {
+        let error = error_body(
+            app.post_json("/enqueue", &body).await,
+            400,
+            "priority_required",
+        )
+        .await;
+        assert_eq!(error["error"], "Priority is required (number)", "{body}");
+    }
+}
+
+#[tokio::test]
+async fn a_priority_that_is_not_a_number_is_refused() {
+    let app = spawn_app().await;
+    for priority in [json!("1"), json!(true), json!([1]), json!({"value": 1})] {
+        let body = json!({"task": "t", "priority": priority});
+        let error = error_body(app.post_json("/enqueue", &body).await, 400, "invalid_input").await;
+        assert_eq!(error["error"], "Priority must be a number", "{body}");
+        assert_eq!(error["field"], "priority");
+    }
+}
+
+#[tokio::test]
+async fn a_fractional_or_out_of_range_priority_names_the_range() {
+    let app = spawn_app().await;
+    for priority in [
+        json!(1.5),
+        json!(9_007_199_254_740_993_u64),
+        json!(-9_007_199_254_740_993_i64),
+        json!(1e300),
+    ] {
+        let body = json!({"task": "t", "priority": priority});
+        let error = error_body(app.post_json("/enqueue", &body).await, 400, "invalid_input").await;
+        assert_eq!(error["field"], "priority");
+        let message = error["error"].as_str().expect("message");
+        assert!(
+            message.contains("integer between -9007199254740992 and 9007199254740992"),
+            "{message}"
+        );
+    }
+    assert_eq!(status(&app).await["size"], 0, "nothing was enqueued");
+}
+
+#[tokio::test]
+async fn priorities_at_the_bounds_and_whole_floats_are_accepted() {
+    let app = spawn_app().await;
+    for (priority, expected) in [
+        (
+            json!(9_007_199_254_740_992_u64),
+            json!(9_007_199_254_740_992_u64),
+        ),
+        (
+            json!(-9_007_199_254_740_992_i64),
+            json!(-9_007_199_254_740_992_i64),
+        ),
+        (json!(2.0), json!(2)),
+    ] {
+        let response = app
+            .post_json("/enqueue", &json!({"task": "t", "priority": priority}))
+            .await;
+        assert_eq!(response.status(), 200, "{priority}");
+        let body: Value = response.json().await.expect("JSON");
+        assert_eq!(body["priority"], expected);
+    }
+}
+
+#[tokio::test]
+async fn a_task_of_the_wrong_type_or_length_names_the_range() {
+    let app = spawn_app().await;
+    for task in [json!(""), json!(42), json!(["a"]), json!("é".repeat(1025))] {
+        let body = json!({"task": task, "priority": 1});
+        let error = error_body(app.post_json("/enqueue", &body).await, 400, "invalid_input").await;
+        assert_eq!(error["field"], "task");
+        let message = error["error"].as_str().expect("message");
+        assert!(message.contains("1 to 1024 characters"), "{message}");
+    }
+}
+
+#[tokio::test]
+async fn task_length_is_counted_in_characters_not_bytes() {
+    let app = spawn_app().await;
+    let widest = "é".repeat(1024);
+    let body = enqueue(&app, &widest, 1).await;
+    assert_eq!(body["task"], widest.as_str());
+}
+
+#[tokio::test]
+async fn malformed_or_non_object_bodies_are_refused() {
+    let app = spawn_app().await;
+    let malformed = app
+        .client
+        .post(app.url("/enqueue"))
+        .header("content-type", "application/json")
+        .body(r#"{"task": "t", "priority": "#)
+        .send()
+        .await
+        .expect("sent");
+    error_body(malformed, 400, "invalid_json").await;
+
+    let error = error_body(
+        app.post_json("/enqueue", &json!(["t", 1])).await,
+        400,
+        "invalid_input",
+    )
+    .await;
+    assert_eq!(error["field"], "body");
+
+    let untyped = app
+        .client
+        .post(app.url("/enqueue"))
+        .body(r#"{"task":"t","priority":1}"#)
+        .send()
+        .await
+        .expect("sent");
+    error_body(untyped, 415, "unsupported_media_type").await;
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_503_with_retry_after() {
+    let app = spawn_app_with(&[("QUEUE_CAPACITY", "2")]).await;
+    enqueue(&app, "a", 1).await;
+    enqueue(&app, "b", 1).await;
+    let response = app
+        .post_json("/enqueue", &json!({"task": "c", "priority": 0}))
+        .await;
+    assert!(response.headers().contains_key("retry-after"));
+    error_body(response, 503, "queue_full").await;
+
+    dequeue(&app).await;
+    let body = enqueue(&app, "c", 0).await;
+    assert_eq!(body["queueSize"], 2, "room again once a task left");
+}
+
+#[tokio::test]
+async fn queue_size_is_exported_as_a_metric() {
+    let app = spawn_app().await;
+    enqueue(&app, "a", 1).await;
+    enqueue(&app, "b", 1).await;
+    enqueue(&app, "c", 1).await;
+    dequeue(&app).await;
+    assert_eq!(app.metric_value("queue_size", &[]).await, Some(2.0));
+}
+
+#[tokio::test]
+async fn concurrent_clients_lose_and_duplicate_nothing() {
+    const CLIENTS: usize = 300;
+    let app = spawn_app().await;
+    let enqueues = (0..CLIENTS).map(|i| {
+        let app = &app;
+        async move {
+            let priority = i64::try_from(i % 7).expect("small");
+            enqueue(app, &format!("task-{i}"), priority).await["id"]
+                .as_str()
+                .expect("id")
+                .to_owned()
+        }
+    });
+    let ids: Vec<String> = futures_util::future::join_all(enqueues).await;
+    assert_eq!(
+        ids.iter().collect::<HashSet<_>>().len(),
+        CLIENTS,
+        "unique ids"
+    );
+    assert_eq!(status(&app).await["size"], CLIENTS);
+
+    let dequeues = (0..CLIENTS).map(|_| dequeue(&app));
+    let bodies: Vec<Value> = futures_util::future::join_all(dequeues).await;
+    let mut got: Vec<String> = bodies
+        .iter()
+        .map(|b| b["task"].as_str().expect("task").to_owned())
+        .collect();
+    got.sort();
+    let mut expected: Vec<String> = (0..CLIENTS).map(|i| format!("task-{i}")).collect();
+    expected.sort();
+    assert_eq!(got, expected, "exactly the enqueued tasks, each once");
+    let got_ids: HashSet<&str> = bodies
+        .iter()
+        .map(|b| b["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(got_ids, ids.iter().map(String::as_str).collect());
+
+    let sizes: HashSet<u64> = bodies
+        .iter()
+        .map(|b| b["queueSize"].as_u64().expect("size"))
+        .collect();
+    assert_eq!(sizes, (0..CLIENTS as u64).collect(), "each size seen once");
+    error_body(app.get("/dequeue").await, 404, "queue_empty").await;
+}
+
+#[tokio::test]
+async fn the_queue_survives_a_graceful_restart_in_order() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let app = spawn_config(test_config(dir.path(), &[])).await;
+    let mut enqueued = Vec::new();
+    for (task, priority) in [("b1", 2), ("a1", 1), ("b2", 2), ("a2", 1), ("b3", 2)] {
+        enqueued.push(enqueue(&app, task, priority).await);
+    }
+    let first = dequeue(&app).await;
+    assert_eq!(first["task"], "a1");
+    app.stop().await;
+
+    let app = spawn_config(test_config(dir.path(), &[])).await;
+    assert_eq!(status(&app).await["size"], 4);
+    let next = dequeue(&app).await;
+    assert_eq!(next["task"], "a2");
+    assert_eq!(next["id"], enqueued[3]["id"], "same id after restart");
+    enqueue(&app, "b4", 2).await;
+    assert_eq!(drain_tasks(&app).await, ["b1", "b2", "b3", "b4"]);
+    app.stop().await;
+
+    let app = spawn_config(test_config(dir.path(), &[])).await;
+    assert_eq!(
+        status(&app).await["size"],
+        0,
+        "an emptied queue stays empty"
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_snapshot_is_ignored() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("queue.json"), b"{\"version\":1,\"tasks\":[").expect("write");
+    let app = spawn_config(test_config(dir.path(), &[])).await;
+    assert_eq!(status(&app).await["size"], 0);
+    enqueue(&app, "fresh", 1).await;
+    assert_eq!(drain_tasks(&app).await, ["fresh"]);
+}
+
+#[tokio::test]
+async fn a_snapshot_larger_than_the_capacity_is_kept_whole() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let app = spawn_config(test_config(dir.path(), &[])).await;
+    for task in ["a", "b", "c"] {
+        enqueue(&app, task, 1).await;
+    }
+    app.stop().await;
+
+    let app = spawn_config(test_config(dir.path(), &[("QUEUE_CAPACITY", "2")])).await;
+    assert_eq!(status(&app).await["size"], 3);
+    let refused = app
+        .post_json("/enqueue", &json!({"task": "d", "priority": 0}))
+        .await;
+    error_body(refused, 503, "queue_full").await;
+    assert_eq!(drain_tasks(&app).await, ["a", "b", "c"]);
+}
+
+/// The next application event whose name starts with `queue.` (5 s at most).
+async fn next_queue_event(
+    live: &mut futures_util::stream::BoxStream<'static, backflow::events::Delivery>,
+) -> Value {
+    use futures_util::StreamExt;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let delivery = tokio::time::timeout_at(deadline, live.next())
+            .await
+            .expect("a queue event within 5 s")
+            .expect("bus open");
+        if let backflow::events::Delivery::Event(event) = delivery {
+            let data: Value = serde_json::from_str(&event.data).expect("JSON event");
+            if data["event"]
+                .as_str()
+                .is_some_and(|name| name.starts_with("queue."))
+            {
+                return data;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn enqueue_and_dequeue_publish_events() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let application = backflow::Application::build(test_config(dir.path(), &[]))
+        .await
+        .expect("server starts");
+    let mut live = application.state().events.subscribe(None).live;
+    let base = format!("http://{}", application.local_addr());
+    let shutdown = application.shutdown();
+    let server = tokio::spawn(application.run());
+    let client = reqwest::Client::new();
+
+    let enqueued: Value = client
+        .post(format!("{base}/enqueue"))
+        .json(&json!({"task": "Process payment", "priority": 1}))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("JSON");
+    let refused = client
+        .post(format!("{base}/enqueue"))
+        .json(&json!({"task": "", "priority": 1}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(refused.status(), 400);
+    let dequeued = client
+        .get(format!("{base}/dequeue"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(dequeued.status(), 200);
+
+    let event = next_queue_event(&mut live).await;
+    assert_eq!(event["event"], "queue.enqueued");
+    assert!(event["id"].is_u64(), "the event's own id: {event}");
+    assert_eq!(event["taskId"], enqueued["id"]);
+    assert_eq!(event["task"], "Process payment");
+    assert_eq!(event["priority"], 1);
+    assert_eq!(event["queueSize"], 1);
+    assert_eq!(event["type"], "info");
+    let event = next_queue_event(&mut live).await;
+    assert_eq!(
+        event["event"], "queue.dequeued",
+        "a refused enqueue publishes nothing"
+    );
+    assert_eq!(event["taskId"], enqueued["id"]);
+    assert_eq!(event["task"], "Process payment");
+    assert_eq!(event["priority"], 1);
+    assert_eq!(event["queueSize"], 0);
+
+    shutdown.trigger();
+    server.await.expect("no panic").expect("clean stop");
+}
