@@ -13,6 +13,7 @@ use axum::extract::DefaultBodyLimit;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{self, AuthService};
+use crate::compute::ComputePool;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::events::{self, EventBus, MemoryEventBus, SubscriberLimit};
@@ -66,6 +67,8 @@ pub struct AppState {
     pub auth: Arc<AuthService>,
     /// The priority queue (in memory, restored from `DATA_DIR`).
     pub queue: Arc<dyn TaskQueue>,
+    /// Runs CPU-heavy jobs off the async runtime, with admission control.
+    pub compute: ComputePool,
 }
 
 impl AppState {
@@ -84,6 +87,10 @@ impl AppState {
         let auth = Arc::new(AuthService::restore(&config).await);
         tasks.spawn(auth::run_sweeper(auth.clone(), shutdown.clone()));
         let queue = Arc::new(MemoryQueue::restore(&config.data_dir, config.queue_capacity).await);
+        let compute = ComputePool::from_config(&config).map_err(|err| StartupError::Component {
+            component: "compute pool",
+            message: err.to_string(),
+        })?;
         Ok(Self {
             config: Arc::new(config),
             metrics,
@@ -94,6 +101,7 @@ impl AppState {
             started_at: Instant::now(),
             auth,
             queue,
+            compute,
         })
     }
 
@@ -108,6 +116,7 @@ impl AppState {
         self.metrics
             .gauge("sse_connections_open", &[])
             .set(self.subscribers.open() as f64);
+        self.compute.export_metrics(&self.metrics);
     }
 
     /// Writes the snapshots of durable stores to `DATA_DIR`; called once, after the drain.
@@ -122,6 +131,9 @@ impl AppState {
 /// The complete HTTP application for `state`.
 pub fn build_router(state: AppState) -> Router {
     let router = routes::api_router()
+        .merge(routes::tasks::blocking_demo_router(
+            state.config.enable_blocking_demo,
+        ))
         .fallback(|| async { ApiError::RouteNotFound })
         .layer(DefaultBodyLimit::max(state.config.body_limit_bytes));
     middleware::apply(router, &state.config.cors_origins, state.metrics.clone()).with_state(state)

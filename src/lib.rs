@@ -12,6 +12,7 @@ pub mod app;
 /// JWT login, verification and logout with a bounded, persistent revocation list.
 pub mod auth;
 pub mod clock;
+pub mod compute;
 pub mod config;
 pub mod error;
 pub mod events;

@@ -3,20 +3,27 @@
 //! - `backflow`: parse configuration, start logging, serve until SIGINT/SIGTERM.
 //! - `backflow healthcheck`: exit 0 when the local server answers `/health` (for container
 //!   health checks, so the runtime image needs no curl).
+//! - `backflow fib-worker <n>`: worker mode of `/heavy-task-child`; prints `{"n":..,"result":..}`
+//!   on one line and exits. The server starts its own binary this way instead of forking.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use backflow::compute::child;
 use backflow::{Config, server, telemetry};
 
 fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         None | Some("serve") => serve(),
         Some("healthcheck") => healthcheck(),
+        Some(child::WORKER_COMMAND) => fib_worker(),
         Some(other) => {
-            eprintln!("backflow: unknown command {other:?}; expected `serve` or `healthcheck`");
+            eprintln!(
+                "backflow: unknown command {other:?}; expected `serve`, `healthcheck` or `{}`",
+                child::WORKER_COMMAND
+            );
             ExitCode::from(2)
         }
     }
@@ -63,6 +70,19 @@ fn healthcheck() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => fail(&"health check answered with a non-200 status"),
         Err(err) => fail(&format!("health check failed: {err}")),
+    }
+}
+
+/// Worker mode: no configuration, no runtime, no logging; just the computation and its reply.
+fn fib_worker() -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    match child::worker_main(std::env::args_os().skip(2), &mut stdout) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err @ child::WorkerModeError::Usage(_)) => {
+            eprintln!("backflow: {err}");
+            ExitCode::from(2)
+        }
+        Err(err) => fail(&err),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod notifications;
 pub mod ops;
 pub mod queue;
 pub mod stream;
+pub mod tasks;
 
 /// Every route of the API.
 pub fn api_router() -> Router<AppState> {
@@ -20,4 +21,5 @@ pub fn api_router() -> Router<AppState> {
         .merge(queue::router())
         .merge(stream::router())
         .merge(notifications::router())
+        .merge(tasks::router())
 }
