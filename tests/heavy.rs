@@ -26,6 +26,7 @@ where
     panic!("timed out waiting until {what}");
 }
 
+/// The sample of `name` for `method`; an absent one reads as -1, which matches no expected count.
 async fn metric(app: &TestApp, name: &str, method: &str) -> f64 {
     let label = format!("method=\"{method}\"");
     app.metric_value(name, &[&label]).await.unwrap_or(-1.0)
@@ -246,6 +247,7 @@ async fn dropped_client_cancels_the_pool_job() {
     );
 }
 
+#[cfg(unix)]
 #[tokio::test]
 async fn failed_child_is_a_500_worker_failed() {
     let scripts = tempfile::tempdir().expect("temp dir");
@@ -279,6 +281,7 @@ async fn failed_child_is_a_500_worker_failed() {
     }
 }
 
+#[cfg(unix)]
 fn make_executable(path: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
