@@ -1,0 +1,64 @@
+//! Compares the ways of computing the same `fib(n)`: on the calling thread (plain and with the
+//! cooperative cancellation checks), and through `ComputePool` on tokio's blocking pool, on the
+//! dedicated rayon pool and in a child process. The pool figures include admission, the hop to
+//! the thread and back (or the process start, pipe and reap), which is what a request pays.
+//!
+//! Run with `cargo bench --bench compute` (add `-- --quick` for a short run).
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use backflow::compute::fib::{fib, fib_cancellable};
+use backflow::compute::{ComputeMethod, ComputePool, ComputeSettings};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+
+const INPUTS: [u32; 2] = [25, 30];
+
+fn compute_methods(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("benchmark runtime starts");
+    let pool = ComputePool::new(ComputeSettings {
+        worker_threads: 2,
+        max_inflight: 4,
+        timeout: Duration::from_secs(60),
+        worker_exe: PathBuf::from(env!("CARGO_BIN_EXE_backflow")),
+    })
+    .expect("compute pool starts");
+
+    let mut group = c.benchmark_group("fib");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    for n in INPUTS {
+        group.bench_with_input(BenchmarkId::new("in_process", n), &n, |b, &n| {
+            b.iter(|| fib(black_box(n)));
+        });
+        group.bench_with_input(
+            BenchmarkId::new("in_process_cancellable", n),
+            &n,
+            |b, &n| b.iter(|| fib_cancellable(black_box(n), &|| false)),
+        );
+        for method in [
+            ComputeMethod::SpawnBlocking,
+            ComputeMethod::Rayon,
+            ComputeMethod::ChildProcess,
+        ] {
+            group.bench_with_input(BenchmarkId::new(method.as_str(), n), &n, |b, &n| {
+                b.to_async(&runtime).iter(|| async {
+                    pool.run(method, black_box(n))
+                        .await
+                        .expect("the job completes")
+                        .result
+                });
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, compute_methods);
+criterion_main!(benches);
