@@ -14,6 +14,9 @@ use std::time::Duration;
 use backflow::compute::child;
 use backflow::{Config, server, telemetry};
 
+/// How long the exit waits for blocking-pool threads still winding down after the drain.
+const RUNTIME_EXIT_GRACE: Duration = Duration::from_secs(1);
+
 fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         None | Some("serve") => serve(),
@@ -44,7 +47,10 @@ fn serve() -> ExitCode {
         Ok(runtime) => runtime,
         Err(err) => return fail(&err),
     };
-    match runtime.block_on(server::run_until_signal(config)) {
+    let outcome = runtime.block_on(server::run_until_signal(config));
+    // Cancelled pool jobs notice their flag within milliseconds; never let one hold up the exit.
+    runtime.shutdown_timeout(RUNTIME_EXIT_GRACE);
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => fail(&err),
     }
