@@ -8,24 +8,39 @@
 //!
 //! Everything lives in the library so the integration tests start the real server on port 0.
 
+/// Shared state (`AppState`) and the assembled router.
 pub mod app;
 /// JWT login, verification and logout with a bounded, persistent revocation list.
 pub mod auth;
+/// Wall-clock formatting shared by events, streams and the queue.
 pub mod clock;
+/// CPU-heavy work off the async runtime: child process, rayon and blocking pools.
 pub mod compute;
+/// Typed configuration from the environment, validated once.
 pub mod config;
+/// `ApiError`, the JSON error body of every route.
 pub mod error;
+/// The event bus behind `/notifications`: numbered events, replay window, fan-out.
 pub mod events;
+/// Extractors and parameter parsers whose failures are JSON errors.
 pub mod extract;
+/// Per-server Prometheus registry.
 pub mod metrics;
+/// Layers shared by every route: request id, tracing, CORS, security headers, metrics.
 pub mod middleware;
 /// The priority queue: FIFO among equal priorities, bounded, snapshotted on shutdown.
 pub mod queue;
+/// Thin HTTP adapters, one module per area.
 pub mod routes;
+/// Binding, serving and the graceful stop.
 pub mod server;
+/// The stop signal every long-lived task listens to.
 pub mod shutdown;
+/// Atomic JSON snapshots in `DATA_DIR`.
 pub mod snapshot;
+/// The lazily produced `/stream` body.
 pub mod stream;
+/// Logging set-up and the async-runtime lag probe.
 pub mod telemetry;
 
 pub use app::{AppState, StartupError};
