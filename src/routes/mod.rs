@@ -7,6 +7,7 @@ use axum::Router;
 use crate::app::AppState;
 
 pub mod auth;
+pub mod demo;
 pub mod notifications;
 pub mod ops;
 pub mod queue;
@@ -22,4 +23,5 @@ pub fn api_router() -> Router<AppState> {
         .merge(stream::router())
         .merge(notifications::router())
         .merge(tasks::router())
+        .merge(demo::router())
 }

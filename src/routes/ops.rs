@@ -1,13 +1,14 @@
 //! Operations routes: the endpoint index, health and Prometheus metrics.
 
 use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use crate::app::AppState;
+use crate::routes::demo;
 
 /// `GET /`, `GET /health`, `GET /metrics`.
 pub fn router() -> Router<AppState> {
@@ -17,8 +18,22 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
+/// `GET /`: the demo page for a browser (`Accept` prefers `text/html`), the JSON index otherwise.
+/// Both carry `Vary: Accept` so a cache keeps them apart.
+async fn index(headers: HeaderMap) -> Response {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok());
+    let response = if demo::prefers_html(accept) {
+        demo::page(&headers)
+    } else {
+        endpoint_index().into_response()
+    };
+    ([(header::VARY, "accept")], response).into_response()
+}
+
 /// The endpoint index, same shape as the original: `{"message":"BackFlow API","endpoints":{...}}`.
-async fn index() -> Json<Value> {
+fn endpoint_index() -> Json<Value> {
     Json(json!({
         "message": "BackFlow API",
         "version": env!("CARGO_PKG_VERSION"),
@@ -35,7 +50,8 @@ async fn index() -> Json<Value> {
             "queueStatus": "GET /queue/status",
             "health": "GET /health",
             "metrics": "GET /metrics (Prometheus text format)",
-            "openapi": "GET /openapi.json"
+            "openapi": "GET /openapi.json",
+            "demo": "GET / from a browser (Accept: text/html): the interactive demo page"
         }
     }))
 }
