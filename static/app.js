@@ -234,8 +234,10 @@ async function refreshQueue() {
     $('queue-next').textContent = status.nextTask
       ? `${status.nextTask.task} (priority ${status.nextTask.priority})`
       : 'empty';
+    $('queue-next').classList.remove('error');
   } catch (err) {
     $('queue-next').textContent = err instanceof ApiError ? err.describe() : String(err);
+    $('queue-next').classList.add('error');
   }
 }
 
@@ -451,7 +453,7 @@ async function runStream() {
     }
     progress.value = total === 0 ? 1 : received;
     report(received === total ? 'Done' : 'Ended early');
-    if (lastLine) show(result, `Last item: ${json(JSON.parse(lastLine))}`, received === total);
+    if (lastLine) show(result, `Last item: ${prettyLine(lastLine)}`, received === total);
   } catch (err) {
     if (err.name === 'AbortError') {
       report('Stopped (the server stops producing when the client goes away)');
@@ -462,6 +464,14 @@ async function runStream() {
   } finally {
     setStreamRunning(false);
     streamAbort = null;
+  }
+}
+
+function prettyLine(line) {
+  try {
+    return json(JSON.parse(line));
+  } catch {
+    return line;
   }
 }
 
