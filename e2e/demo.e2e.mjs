@@ -8,7 +8,7 @@
 // with a very high priority and removes it again.
 //
 // Environment: CHROMIUM_PATH (default /usr/bin/chromium), E2E_SCREENSHOT (default
-// e2e/artifacts/demo.png), E2E_HEAVY_N (Fibonacci n for the side-by-side run, default 25).
+// e2e/artifacts/demo.png), E2E_HEAVY_N (Fibonacci n of the first side-by-side run, default 25).
 
 import assert from 'node:assert/strict';
 import { mkdir } from 'node:fs/promises';
@@ -22,7 +22,7 @@ const baseUrl = (process.argv[2] ?? process.env.BACKFLOW_URL ?? 'http://127.0.0.
 const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const artifacts = path.join(here, 'artifacts');
 const screenshotPath = process.env.E2E_SCREENSHOT ?? path.join(artifacts, 'demo.png');
-const heavyN = process.env.E2E_HEAVY_N ?? '25';
+const heavyN = Number(process.env.E2E_HEAVY_N ?? 25);
 
 const STEP_TIMEOUT_MS = 15_000;
 const SERVER_WAIT_MS = 30_000;
@@ -215,19 +215,24 @@ try {
     assert.equal(await page.$eval('#stream-progress', (bar) => bar.value), 600);
   });
 
-  await step('child process and worker pool run side by side into the chart', async () => {
-    await page.fill('#heavy-n', heavyN);
-    await page.click('#heavy-run');
-    // The button is disabled while both requests run; a debug build is slow at large n.
-    await page.locator('#heavy-run:enabled').waitFor({ timeout: 60_000 });
-    for (const side of ['child', 'worker']) {
-      const outcome = page.locator(`#heavy-${side}`);
-      const text = await outcome.textContent();
-      const failed = await outcome.evaluate((element) => element.classList.contains('error'));
-      assert.ok(!failed && text.includes(`fib(${heavyN}) =`), `${side} run shows: ${text}`);
+  await step('child process and worker pool run side by side into the chart, on both pools', async () => {
+    const runs = [[heavyN, 'rayon'], [heavyN + 3, 'blocking']];
+    for (const [n, pool] of runs) {
+      await page.fill('#heavy-n', String(n));
+      await page.selectOption('#heavy-pool', pool);
+      await page.click('#heavy-run');
+      // The button is disabled while both requests run; a debug build is slow at large n.
+      await page.locator('#heavy-run:enabled').waitFor({ timeout: 60_000 });
+      for (const side of ['child', 'worker']) {
+        const outcome = page.locator(`#heavy-${side}`);
+        const text = await outcome.textContent();
+        const failed = await outcome.evaluate((element) => element.classList.contains('error'));
+        assert.ok(!failed && text.includes(`fib(${n}) =`), `${side} run (n=${n}, ${pool}) shows: ${text}`);
+      }
     }
-    await page.locator('#heavy-chart rect.bar-child').first().waitFor({ state: 'attached' });
-    await page.locator('#heavy-chart rect.bar-worker').first().waitFor({ state: 'attached' });
+    await expectText('#heavy-worker', 'spawn_blocking', 'the blocking pool answered the last run');
+    assert.equal(await page.locator('#heavy-chart rect.bar-child').count(), runs.length, 'child bars');
+    assert.equal(await page.locator('#heavy-chart rect.bar-worker').count(), runs.length, 'worker bars');
   });
 
   await step('screenshot saved', async () => {
