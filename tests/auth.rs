@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{TestApp, error_body, spawn_app_with, spawn_config, test_config};
+use common::{TestApp, error_body, next_app_event, spawn_app_with, spawn_config, test_config};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
@@ -587,41 +587,11 @@ async fn oversized_login_body_is_a_413() {
     .await;
 }
 
-/// The next application event whose name starts with `auth.` (5 s at most).
-async fn next_auth_event(
-    live: &mut futures_util::stream::BoxStream<'static, backflow::events::Delivery>,
-) -> Value {
-    use futures_util::StreamExt;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let delivery = tokio::time::timeout_at(deadline, live.next())
-            .await
-            .expect("an auth event within 5 s")
-            .expect("bus open");
-        if let backflow::events::Delivery::Event(event) = delivery {
-            let data: Value = serde_json::from_str(&event.data).expect("JSON event");
-            if data["event"]
-                .as_str()
-                .is_some_and(|e| e.starts_with("auth."))
-            {
-                return data;
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn login_and_logout_publish_events_with_the_username_only() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = test_config(dir.path(), &[("JWT_SECRET", SECRET)]);
-    let application = backflow::Application::build(config)
-        .await
-        .expect("server starts");
-    let mut live = application.state().events.subscribe(None).live;
-    let base = format!("http://{}", application.local_addr());
-    let shutdown = application.shutdown();
-    let server = tokio::spawn(application.run());
-    let client = reqwest::Client::new();
+    let app = spawn_app_with(&[("JWT_SECRET", SECRET)]).await;
+    let mut live = app.state.events.subscribe(None).live;
+    let (base, client) = (app.url(""), &app.client);
 
     let login: Value = client
         .post(format!("{base}/login"))
@@ -641,11 +611,11 @@ async fn login_and_logout_publish_events_with_the_username_only() {
         .expect("sent");
     assert_eq!(logout.status(), 200);
 
-    let logged_in = next_auth_event(&mut live).await;
+    let logged_in = next_app_event(&mut live, "auth.").await;
     assert_eq!(logged_in["event"], "auth.login");
     assert_eq!(logged_in["username"], "user");
     assert_eq!(logged_in["type"], "success");
-    let logged_out = next_auth_event(&mut live).await;
+    let logged_out = next_app_event(&mut live, "auth.").await;
     assert_eq!(logged_out["event"], "auth.logout");
     assert_eq!(logged_out["username"], "user");
     for event in [&logged_in, &logged_out] {
@@ -658,6 +628,5 @@ async fn login_and_logout_publish_events_with_the_username_only() {
         assert!(!text.contains("user123"), "no password in {text}");
     }
 
-    shutdown.trigger();
-    server.await.expect("no panic").expect("clean stop");
+    app.stop().await;
 }

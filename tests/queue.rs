@@ -5,7 +5,9 @@ mod common;
 use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{TestApp, error_body, spawn_app, spawn_app_with, spawn_config, test_config};
+use common::{
+    TestApp, error_body, next_app_event, spawn_app, spawn_app_with, spawn_config, test_config,
+};
 use serde_json::{Value, json};
 
 async fn enqueue(app: &TestApp, task: &str, priority: i64) -> Value {
@@ -415,40 +417,11 @@ async fn a_snapshot_larger_than_the_capacity_is_kept_whole() {
     assert_eq!(drain_tasks(&app).await, ["a", "b", "c"]);
 }
 
-/// The next application event whose name starts with `queue.` (5 s at most).
-async fn next_queue_event(
-    live: &mut futures_util::stream::BoxStream<'static, backflow::events::Delivery>,
-) -> Value {
-    use futures_util::StreamExt;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let delivery = tokio::time::timeout_at(deadline, live.next())
-            .await
-            .expect("a queue event within 5 s")
-            .expect("bus open");
-        if let backflow::events::Delivery::Event(event) = delivery {
-            let data: Value = serde_json::from_str(&event.data).expect("JSON event");
-            if data["event"]
-                .as_str()
-                .is_some_and(|name| name.starts_with("queue."))
-            {
-                return data;
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn enqueue_and_dequeue_publish_events() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let application = backflow::Application::build(test_config(dir.path(), &[]))
-        .await
-        .expect("server starts");
-    let mut live = application.state().events.subscribe(None).live;
-    let base = format!("http://{}", application.local_addr());
-    let shutdown = application.shutdown();
-    let server = tokio::spawn(application.run());
-    let client = reqwest::Client::new();
+    let app = spawn_app().await;
+    let mut live = app.state.events.subscribe(None).live;
+    let (base, client) = (app.url(""), &app.client);
 
     let enqueued: Value = client
         .post(format!("{base}/enqueue"))
@@ -473,7 +446,7 @@ async fn enqueue_and_dequeue_publish_events() {
         .expect("sent");
     assert_eq!(dequeued.status(), 200);
 
-    let event = next_queue_event(&mut live).await;
+    let event = next_app_event(&mut live, "queue.").await;
     assert_eq!(event["event"], "queue.enqueued");
     assert!(event["id"].is_u64(), "the event's own id: {event}");
     assert_eq!(event["taskId"], enqueued["id"]);
@@ -481,7 +454,7 @@ async fn enqueue_and_dequeue_publish_events() {
     assert_eq!(event["priority"], 1);
     assert_eq!(event["queueSize"], 1);
     assert_eq!(event["type"], "info");
-    let event = next_queue_event(&mut live).await;
+    let event = next_app_event(&mut live, "queue.").await;
     assert_eq!(
         event["event"], "queue.dequeued",
         "a refused enqueue publishes nothing"
@@ -491,6 +464,5 @@ async fn enqueue_and_dequeue_publish_events() {
     assert_eq!(event["priority"], 1);
     assert_eq!(event["queueSize"], 0);
 
-    shutdown.trigger();
-    server.await.expect("no panic").expect("clean stop");
+    app.stop().await;
 }

@@ -15,6 +15,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The state directory, kept so a restart can reuse it.
     pub data_dir: PathBuf,
+    /// The server's shared state, for tests that act on a component directly.
+    pub state: backflow::AppState,
     shutdown: Shutdown,
     handle: JoinHandle<std::io::Result<()>>,
     _data_dir_guard: Option<tempfile::TempDir>,
@@ -56,6 +58,7 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
 pub async fn spawn_config(config: Config) -> TestApp {
     let data_dir = config.data_dir.clone();
     let app = Application::build(config).await.expect("server starts");
+    let state = app.state().clone();
     let addr = app.local_addr();
     let shutdown = app.shutdown();
     let handle = tokio::spawn(app.run());
@@ -67,6 +70,7 @@ pub async fn spawn_config(config: Config) -> TestApp {
         addr,
         client,
         data_dir,
+        state,
         shutdown,
         handle,
         _data_dir_guard: None,
@@ -159,26 +163,33 @@ pub async fn error_body(response: reqwest::Response, status: u16, code: &str) ->
 /// Starts a server like [`spawn_app_with`] and also returns its shared state, for tests that act
 /// on a component directly (for example, publishing on the event bus).
 pub async fn spawn_app_with_state(overrides: &[(&str, &str)]) -> (TestApp, backflow::AppState) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = test_config(dir.path(), overrides);
-    let app = Application::build(config).await.expect("server starts");
-    let state = app.state().clone();
-    let addr = app.local_addr();
-    let shutdown = app.shutdown();
-    let handle = tokio::spawn(app.run());
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(30))
-        .build()
-        .expect("client");
-    let test_app = TestApp {
-        addr,
-        client,
-        data_dir: dir.path().to_path_buf(),
-        shutdown,
-        handle,
-        _data_dir_guard: Some(dir),
-    };
-    (test_app, state)
+    let app = spawn_app_with(overrides).await;
+    let state = app.state.clone();
+    (app, state)
+}
+
+/// The next application event on `live` whose name starts with `prefix` (5 s at most).
+pub async fn next_app_event(
+    live: &mut futures_util::stream::BoxStream<'static, backflow::events::Delivery>,
+    prefix: &str,
+) -> serde_json::Value {
+    use futures_util::StreamExt;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let delivery = tokio::time::timeout_at(deadline, live.next())
+            .await
+            .unwrap_or_else(|_| panic!("a {prefix} event within 5 s"))
+            .expect("bus open");
+        if let backflow::events::Delivery::Event(event) = delivery {
+            let data: serde_json::Value = serde_json::from_str(&event.data).expect("JSON event");
+            if data["event"]
+                .as_str()
+                .is_some_and(|name| name.starts_with(prefix))
+            {
+                return data;
+            }
+        }
+    }
 }
 
 /// An open Server-Sent Events response, read event by event.
