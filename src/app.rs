@@ -3,13 +3,14 @@
 //! [`AppState`] is the one value every handler receives through `State`: cheap to clone, with
 //! `Arc`s inside. Stores that a multi-instance deployment will move to Redis (revocations, queue,
 //! event bus) are held behind small traits, so a second implementation plugs in here without
-//! touching handlers. [`build_router`] merges the route modules and adds the shared layers.
+//! touching handlers. [`build_router`] merges the route modules, serves their OpenAPI document
+//! and adds the shared layers.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Extension};
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{self, AuthService};
@@ -18,6 +19,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::events::{self, EventBus, MemoryEventBus, SubscriberLimit};
 use crate::metrics::Metrics;
+use crate::openapi::ApiDocument;
 use crate::queue::{MemoryQueue, TaskQueue};
 use crate::shutdown::Shutdown;
 use crate::{middleware, routes, telemetry};
@@ -130,10 +132,14 @@ impl AppState {
 
 /// The complete HTTP application for `state`.
 pub fn build_router(state: AppState) -> Router {
-    let router = routes::api_router()
+    let (router, api) = routes::api_router()
         .merge(routes::tasks::blocking_demo_router(
             state.config.enable_blocking_demo,
         ))
+        .split_for_parts();
+    let document = ApiDocument::new(api, &state.config);
+    let router = router
+        .layer(Extension(document))
         .fallback(|| async { ApiError::RouteNotFound })
         .layer(DefaultBodyLimit::max(state.config.body_limit_bytes));
     middleware::apply(router, &state.config.cors_origins, state.metrics.clone()).with_state(state)

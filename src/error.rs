@@ -12,6 +12,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// Why a bearer token was refused; each maps to the contract's 401 message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,14 +114,25 @@ fn auth_message(failure: AuthFailure) -> &'static str {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    code: &'a str,
+/// The JSON body of every error response.
+// Also the `ErrorBody` schema of the OpenAPI document, so the documented shape and the one sent
+// cannot drift apart.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Human-readable message; for `invalid_input` it names the field and the allowed range.
+    #[schema(example = "Queue is empty")]
+    pub error: String,
+    /// Machine-readable snake_case code, e.g. `invalid_input`, `token_required`, `queue_full`.
+    #[schema(example = "queue_empty")]
+    pub code: &'static str,
+    /// The offending field or parameter, as the client spelled it (`invalid_input` only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
+    #[schema(nullable = false)]
+    pub field: Option<String>,
+    /// Seconds to wait before retrying, as in `Retry-After` (429 and 503 only).
     #[serde(rename = "retryAfterSeconds", skip_serializing_if = "Option::is_none")]
-    retry_after_seconds: Option<u64>,
+    #[schema(nullable = false)]
+    pub retry_after_seconds: Option<u64>,
 }
 
 impl ApiError {
@@ -203,16 +215,14 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        let message = self.public_message();
         let retry_after = self.retry_after().map(retry_after_seconds);
-        let field = match &self {
-            Self::InvalidInput { field, .. } => Some(field.as_str()),
-            _ => None,
-        };
         let body = ErrorBody {
-            error: &message,
+            error: self.public_message(),
             code: self.code(),
-            field,
+            field: match &self {
+                Self::InvalidInput { field, .. } => Some(field.clone()),
+                _ => None,
+            },
             retry_after_seconds: retry_after,
         };
         let mut response = (status, Json(body)).into_response();

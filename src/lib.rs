@@ -28,6 +28,8 @@ pub mod extract;
 pub mod metrics;
 /// Layers shared by every route: request id, tracing, CORS, security headers, metrics.
 pub mod middleware;
+/// The OpenAPI document at `/openapi.json`, generated from the routes.
+pub mod openapi;
 /// The priority queue: FIFO among equal priorities, bounded, snapshotted on shutdown.
 pub mod queue;
 /// Thin HTTP adapters, one module per area.

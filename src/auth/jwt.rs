@@ -23,7 +23,7 @@ pub const LEEWAY_SECONDS: u64 = 1;
 pub const MAX_TOKEN_BYTES: usize = 4096;
 
 /// The claims of an access token, in the wire names of the original API.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Claims {
     /// Position of the user in `AUTH_USERS`, from 1 (the demo users are 1 and 2, as before).
     #[serde(rename = "userId")]

@@ -27,7 +27,7 @@ pub use notifier::{demo_notification, run_notifier};
 pub use subscribers::{SubscriberLimit, SubscriberSlot};
 
 /// Severity shown to the client as the event's `type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     /// Something happened.

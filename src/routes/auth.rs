@@ -9,28 +9,35 @@
 
 use std::net::SocketAddr;
 
+use axum::Json;
 use axum::extract::{ConnectInfo, FromRef, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::auth::jwt::{Claims, format_lifetime};
 use crate::auth::{LoginError, TokenError};
-use crate::error::{ApiError, AuthFailure};
+use crate::error::{ApiError, AuthFailure, ErrorBody};
 use crate::events::{Level, NewEvent};
 use crate::extract::ApiJson;
+use crate::openapi::tags;
 
 /// `POST /login`, `POST /logout`, `GET /protected`.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/login", post(login))
-        .route("/logout", post(logout))
-        .route("/protected", get(protected))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(protected))
 }
+
+/// Documentation of the 401 of the bearer routes.
+const UNAUTHORIZED: &str = "`token_required` (Access token required), `invalid_token` (Invalid or \
+expired token) or `token_revoked` (Token has been invalidated)";
 
 /// The verified, unrevoked claims of the request's bearer token.
 #[derive(Debug, Clone)]
@@ -65,17 +72,61 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-#[derive(Serialize)]
+/// The credentials of a configured user.
+#[derive(ToSchema)]
+#[expect(
+    dead_code,
+    reason = "documentation only: the handler reads the JSON itself, so that \
+    a missing or empty field gets the contract's message rather than a parser's"
+)]
+struct LoginRequest {
+    #[schema(example = "admin")]
+    username: String,
+    #[schema(example = "admin123", format = Password)]
+    password: String,
+}
+
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct LoginResponse {
+    #[schema(example = "Login successful")]
     message: &'static str,
+    /// The HS256 access token, for `Authorization: Bearer <token>`.
     token: String,
+    /// The token's `jti` claim.
     token_id: uuid::Uuid,
+    /// The token's lifetime, `JWT_TTL_SECONDS` in the largest exact unit.
+    #[schema(example = "1h")]
     expires_in: String,
 }
 
-/// Checks the credentials and answers a token. Only wrong credentials spend the client's
-/// failed-login budget; malformed requests are answered before it is consulted.
+/// Exchanges a username and password for an access token.
+///
+/// Only wrong credentials spend the client's failed-login budget (`LOGIN_MAX_PER_MINUTE`);
+/// malformed requests are answered before it is consulted.
+#[utoipa::path(
+    post,
+    path = "/login",
+    tag = tags::AUTH,
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in", body = LoginResponse),
+        (status = 400, body = ErrorBody,
+            description = "`missing_credentials` (Username and password required) or \
+                `invalid_json`"),
+        (status = 401, body = ErrorBody, description = "`invalid_credentials`",
+            headers(
+                ("WWW-Authenticate" = String, description = "The Bearer challenge (RFC 6750)"),
+            )),
+        (status = 413, body = ErrorBody, description = "`payload_too_large`"),
+        (status = 415, body = ErrorBody, description = "`unsupported_media_type`"),
+        (status = 429, body = ErrorBody,
+            description = "`rate_limited`: too many failed logins from this client",
+            headers(("Retry-After" = u64, description = "Seconds until the next attempt counts"))),
+        (status = 500, body = ErrorBody,
+            description = "`internal_error`: the token could not be signed"),
+    ),
+)]
 async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -136,11 +187,30 @@ fn non_empty<'a>(body: &'a Value, field: &str) -> Option<&'a str> {
     body.get(field)?.as_str().filter(|s| !s.is_empty())
 }
 
+#[derive(Serialize, ToSchema)]
+struct LogoutResponse {
+    #[schema(example = "Logged out successfully")]
+    message: &'static str,
+}
+
 /// Revokes the request's token until it expires.
+#[utoipa::path(
+    post,
+    path = "/logout",
+    tag = tags::AUTH,
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The token is revoked", body = LogoutResponse),
+        (status = 401, body = ErrorBody, description = UNAUTHORIZED,
+            headers(
+                ("WWW-Authenticate" = String, description = "The Bearer challenge (RFC 6750)"),
+            )),
+    ),
+)]
 async fn logout(
     State(state): State<AppState>,
     AuthUser(claims): AuthUser,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LogoutResponse>, ApiError> {
     state
         .auth
         .logout(&claims)
@@ -151,18 +221,33 @@ async fn logout(
         NewEvent::app("auth.logout", Level::Info, format!("{username} logged out"))
             .with("username", username),
     );
-    Ok(Json(
-        serde_json::json!({ "message": "Logged out successfully" }),
-    ))
+    Ok(Json(LogoutResponse {
+        message: "Logged out successfully",
+    }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ProtectedResponse {
+    #[schema(example = "This is a protected route")]
     message: &'static str,
+    /// The verified claims of the token.
     user: Claims,
 }
 
 /// Shows the token's claims to its bearer.
+#[utoipa::path(
+    get,
+    path = "/protected",
+    tag = tags::AUTH,
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The token is valid", body = ProtectedResponse),
+        (status = 401, body = ErrorBody, description = UNAUTHORIZED,
+            headers(
+                ("WWW-Authenticate" = String, description = "The Bearer challenge (RFC 6750)"),
+            )),
+    ),
+)]
 async fn protected(AuthUser(claims): AuthUser) -> Json<ProtectedResponse> {
     Json(ProtectedResponse {
         message: "This is a protected route",

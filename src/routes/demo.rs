@@ -12,12 +12,13 @@
 
 mod accept;
 
-use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
+use crate::openapi::tags;
 
 pub use accept::prefers_html;
 
@@ -56,10 +57,10 @@ const SCRIPT: Asset = asset!("app.js", "text/javascript; charset=utf-8");
 const STYLESHEET: Asset = asset!("app.css", "text/css; charset=utf-8");
 
 /// `GET /static/app.js`, `GET /static/app.css` (`GET /` is negotiated in the ops module).
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/static/app.js", get(script))
-        .route("/static/app.css", get(stylesheet))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(script))
+        .routes(routes!(stylesheet))
 }
 
 /// The demo page, for a `GET /` whose `Accept` prefers HTML.
@@ -72,10 +73,32 @@ pub fn page(request_headers: &HeaderMap) -> Response {
     response
 }
 
+/// The demo page's script.
+#[utoipa::path(
+    get,
+    path = "/static/app.js",
+    tag = tags::DEMO,
+    responses(
+        (status = 200, description = "The script", body = String, content_type = "text/javascript",
+            headers(("ETag" = String), ("Cache-Control" = String, description = "`no-cache`"))),
+        (status = 304, description = "Unchanged: `If-None-Match` matched the `ETag`"),
+    ),
+)]
 async fn script(headers: HeaderMap) -> Response {
     serve(&SCRIPT, &headers)
 }
 
+/// The demo page's stylesheet.
+#[utoipa::path(
+    get,
+    path = "/static/app.css",
+    tag = tags::DEMO,
+    responses(
+        (status = 200, description = "The stylesheet", body = String, content_type = "text/css",
+            headers(("ETag" = String), ("Cache-Control" = String, description = "`no-cache`"))),
+        (status = 304, description = "Unchanged: `If-None-Match` matched the `ETag`"),
+    ),
+)]
 async fn stylesheet(headers: HeaderMap) -> Response {
     serve(&STYLESHEET, &headers)
 }

@@ -1,10 +1,14 @@
 //! Thin HTTP adapters, one module per area. Each exposes `router()`; [`api_router`] merges them,
 //! so the whole API reads in one screen. Handlers parse input into typed values, call the domain
 //! module and map the result; the logic lives outside `routes`.
+//!
+//! Routes are registered with `routes!(handler)` on an [`OpenApiRouter`], never with a bare
+//! `.route(..)`, so each one is described in the OpenAPI document by its `#[utoipa::path]`.
 
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::app::AppState;
+use crate::openapi;
 
 pub mod auth;
 pub mod demo;
@@ -14,9 +18,9 @@ pub mod queue;
 pub mod stream;
 pub mod tasks;
 
-/// Every route of the API.
-pub fn api_router() -> Router<AppState> {
-    Router::new()
+/// Every route of the API, with its OpenAPI description.
+pub fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
         .merge(ops::router())
         .merge(auth::router())
         .merge(queue::router())

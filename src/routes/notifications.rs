@@ -12,20 +12,23 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
-use crate::error::ApiError;
-use crate::events::{Delivery, SubscriberSlot};
+use crate::error::{ApiError, ErrorBody};
+use crate::events::{Delivery, Level, SubscriberSlot};
 use crate::extract::{ApiQuery, int_param};
+use crate::openapi::tags;
 
 /// Data of the first event, as in the original demo.
 const CONNECTED: &str = r#"{"message":"Connected to notification stream"}"#;
@@ -41,17 +44,139 @@ const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
 /// `GET /notifications`.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/notifications", get(notifications))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(notifications))
 }
 
 /// `lastEventId` is the query form of `Last-Event-ID`, for clients behind proxies that drop it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct NotificationsQuery {
+    /// Resume after this event id, for clients that cannot send `Last-Event-ID` (which wins when
+    /// both are sent). Empty means none.
     #[serde(rename = "lastEventId")]
+    #[param(value_type = Option<u64>, minimum = 0)]
     last_event_id: Option<String>,
 }
 
+/// The header a reconnecting `EventSource` sends.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[expect(
+    dead_code,
+    reason = "documentation only: the handler reads it with the query fallback"
+)]
+struct ResumeHeader {
+    /// Resume after this event id; wins over `lastEventId`. Empty means none.
+    #[param(rename = "Last-Event-ID", minimum = 0)]
+    last_event_id: Option<u64>,
+}
+
+/// One Server-Sent Event.
+#[derive(ToSchema)]
+#[expect(dead_code, reason = "documentation only: events are written by `Sse`")]
+struct ServerSentEvent {
+    /// The event id, for `Last-Event-ID`; absent on the connected message and on lag notices,
+    /// so that a client's last id is always an event it really received.
+    #[schema(nullable = false, example = "42")]
+    id: Option<String>,
+    /// A `NotificationData` object as JSON text.
+    #[schema(schema_with = notification_data_text)]
+    data: String,
+    /// Milliseconds a browser waits before reconnecting; sent with the connected message.
+    #[schema(nullable = false)]
+    retry: Option<u64>,
+}
+
+/// The JSON of an event's `data:` line.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+#[expect(
+    dead_code,
+    reason = "documentation only: the event bus builds events as JSON maps"
+)]
+struct NotificationData {
+    /// The event id, equal to its `id:` line. Every event but the connected message and lag
+    /// notices has one.
+    #[schema(nullable = false)]
+    id: Option<u64>,
+    #[schema(inline, nullable = false)]
+    r#type: Option<Level>,
+    /// Human-readable text; the first event of a stream is just
+    /// `{"message":"Connected to notification stream"}`.
+    #[schema(example = "Task enqueued: Process payment")]
+    message: String,
+    /// The application event: `queue.enqueued`, `queue.dequeued`, `auth.login`, `auth.logout`,
+    /// or `stream.lagged` when this client fell behind and events were skipped. Absent on
+    /// periodic notifications.
+    #[schema(nullable = false, example = "queue.enqueued")]
+    event: Option<String>,
+    /// Queue events: the task's id.
+    #[schema(nullable = false)]
+    task_id: Option<uuid::Uuid>,
+    /// Queue events: the task.
+    #[schema(nullable = false)]
+    task: Option<String>,
+    /// Queue events: the task's priority.
+    #[schema(nullable = false)]
+    priority: Option<i64>,
+    /// Queue events: tasks in the queue afterwards.
+    #[schema(nullable = false)]
+    queue_size: Option<u64>,
+    /// Authentication events: who logged in or out.
+    #[schema(nullable = false)]
+    username: Option<String>,
+    /// `stream.lagged`: how many events this client missed.
+    #[schema(nullable = false)]
+    skipped: Option<u64>,
+    /// When the event was published (RFC 3339).
+    #[schema(nullable = false, format = DateTime)]
+    timestamp: Option<String>,
+}
+
+fn notification_data_text() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .content_media_type("application/json")
+        .content_schema(Some(NotificationData::schema()))
+        .build()
+}
+
+/// A Server-Sent Events stream of notifications and application events.
+///
+/// Opens with `data: {"message":"Connected to notification stream"}` and a `retry:` hint, then,
+/// for a client that resumes (`Last-Event-ID` header or `lastEventId` query), every retained event
+/// after that id, then live events: one notification every `NOTIFY_INTERVAL_MS`, the same for
+/// every subscriber, plus application events. Events are unnamed, so `EventSource.onmessage`
+/// receives them; each has an `id:` line. Keep-alive comments keep idle connections open. A
+/// client that falls behind skips ahead and is told so. The stream ends when the server stops.
+///
+/// ```text
+/// retry: 3000
+/// data: {"message":"Connected to notification stream"}
+///
+/// id: 1
+/// data: {"id":1,"type":"info","message":"New user registered","timestamp":"2026-11-23T14:55:22Z"}
+/// ```
+#[utoipa::path(
+    get,
+    path = "/notifications",
+    tag = tags::NOTIFICATIONS,
+    params(NotificationsQuery, ResumeHeader),
+    responses(
+        (status = 200, description = "The event stream",
+            headers(
+                ("Cache-Control" = String, description = "`no-cache`"),
+                ("X-Accel-Buffering" = String, description = "`no`: proxies must not buffer"),
+            ),
+            content(("text/event-stream", item_schema = inline(ServerSentEvent)))),
+        (status = 400, body = ErrorBody,
+            description = "`invalid_input`: `Last-Event-ID` or `lastEventId` is not an event id"),
+        (status = 503, body = ErrorBody,
+            description = "`too_many_streams`: `SSE_MAX_CONNECTIONS` streams are open",
+            headers(("Retry-After" = u64, description = "Seconds to wait before reconnecting"))),
+    ),
+)]
 async fn notifications(
     State(state): State<AppState>,
     headers: HeaderMap,

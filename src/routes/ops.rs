@@ -1,25 +1,52 @@
-//! Operations routes: the endpoint index, health and Prometheus metrics.
+//! Operations routes: the endpoint index, health, Prometheus metrics and the OpenAPI document.
 
-use axum::extract::State;
+use axum::Json;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use serde::Serialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
+use crate::openapi::{ApiDocument, tags};
 use crate::routes::demo;
 
-/// `GET /`, `GET /health`, `GET /metrics`.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/", get(index))
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
+/// `GET /`, `GET /health`, `GET /metrics`, `GET /openapi.json`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(index))
+        .routes(routes!(health))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi_json))
 }
 
-/// `GET /`: the demo page for a browser (`Accept` prefers `text/html`), the JSON index otherwise.
-/// Both carry `Vary: Accept` so a cache keeps them apart.
+/// The endpoint index, or the demo page for a browser.
+///
+/// The JSON index has the original's shape, `{"message":"BackFlow API","endpoints":{...}}`. A
+/// client whose `Accept` prefers `text/html` to `application/json` (a browser) gets the demo
+/// page instead. Both carry `Vary: Accept` so a cache keeps them apart.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = tags::OPERATIONS,
+    responses(
+        (status = 200, description = "The JSON index of the endpoints, or the demo page",
+            headers(("Vary" = String, description = "`accept`")),
+            content(
+                (Object = "application/json", example = json!({
+                    "message": "BackFlow API",
+                    "version": "0.1.0",
+                    "endpoints": {"health": "GET /health", "openapi": "GET /openapi.json"}
+                })),
+                (String = "text/html"),
+            )),
+        (status = 304,
+            description = "The demo page is unchanged: `If-None-Match` matched its `ETag`"),
+    ),
+)]
 async fn index(headers: HeaderMap) -> Response {
     let accept = headers
         .get(header::ACCEPT)
@@ -32,7 +59,7 @@ async fn index(headers: HeaderMap) -> Response {
     ([(header::VARY, "accept")], response).into_response()
 }
 
-/// The endpoint index, same shape as the original: `{"message":"BackFlow API","endpoints":{...}}`.
+/// The JSON index of the endpoints.
 fn endpoint_index() -> Json<Value> {
     Json(json!({
         "message": "BackFlow API",
@@ -56,17 +83,58 @@ fn endpoint_index() -> Json<Value> {
     }))
 }
 
-/// Liveness: cheap, touches no lock held by request work.
-async fn health(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({
-        "status": "ok",
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptimeSeconds": state.started_at.elapsed().as_secs(),
-        "environment": if state.config.is_development() { "development" } else { "production" },
-    }))
+/// The server's liveness report.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Health {
+    /// Always `ok` when the server answers.
+    #[schema(example = "ok")]
+    status: &'static str,
+    /// The server's version.
+    #[schema(example = "0.1.0")]
+    version: &'static str,
+    /// Whole seconds since start-up.
+    uptime_seconds: u64,
+    /// `APP_ENV`.
+    #[schema(example = "development")]
+    environment: &'static str,
 }
 
-/// Prometheus text exposition of this server's registry.
+/// Liveness, with uptime and version.
+///
+/// Cheap: touches no lock held by request work.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = tags::OPERATIONS,
+    responses((status = 200, description = "The server is up", body = Health)),
+)]
+async fn health(State(state): State<AppState>) -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: state.started_at.elapsed().as_secs(),
+        environment: if state.config.is_development() {
+            "development"
+        } else {
+            "production"
+        },
+    })
+}
+
+/// This server's metrics, in the Prometheus text format.
+///
+/// Request count and latency by route and status, open SSE connections, queue size, revoked
+/// tokens, heavy tasks running and waiting, async-runtime lag.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = tags::OPERATIONS,
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4",
+            body = String, content_type = "text/plain; version=0.0.4; charset=utf-8"),
+    ),
+)]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state.refresh_gauges();
     (
@@ -76,4 +144,17 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
+}
+
+/// This OpenAPI document.
+///
+/// Generated from the code: every route with its parameters, bodies, responses and errors.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = tags::OPERATIONS,
+    responses((status = 200, description = "The OpenAPI document", body = Object)),
+)]
+async fn openapi_json(Extension(document): Extension<ApiDocument>) -> ApiDocument {
+    document
 }

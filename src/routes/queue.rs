@@ -10,66 +10,122 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{Number, Value};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::events::{Level, NewEvent};
 use crate::extract::ApiJson;
+use crate::openapi::tags;
 use crate::queue::{InvalidPriority, MAX_TASK_CHARS, Priority, QueueError, QueuedTask, TaskText};
 
 /// `Retry-After` of a `queue_full` answer: consumers drain at their own pace, so a short hint.
 const QUEUE_FULL_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// `POST /enqueue`, `GET /dequeue`, `POST /dequeue`, `GET /queue/status`.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/enqueue", post(enqueue))
-        .route("/dequeue", get(dequeue).post(dequeue))
-        .route("/queue/status", get(status))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(enqueue))
+        .routes(routes!(dequeue))
+        .routes(routes!(status))
 }
 
-#[derive(Serialize)]
+/// A task and its priority.
+#[derive(ToSchema)]
+#[expect(
+    dead_code,
+    reason = "documentation only: the handler reads the JSON itself so that \
+    each mistake gets the contract's own message (see the module documentation)"
+)]
+struct EnqueueRequest {
+    /// What to do; 1 to 1024 characters.
+    #[schema(min_length = 1, max_length = 1024, example = "Process payment")]
+    task: String,
+    /// Lower is served first; a whole number within ±2^53.
+    #[schema(minimum = -9007199254740992_i64, maximum = 9007199254740992_i64, example = 1)]
+    priority: i64,
+}
+
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct EnqueueResponse {
+    #[schema(example = "Task enqueued successfully")]
     message: &'static str,
+    /// The task's id.
     id: Uuid,
+    #[schema(value_type = String, example = "Process payment")]
     task: TaskText,
+    #[schema(value_type = i64, example = 1)]
     priority: Priority,
+    /// Tasks in the queue, this one included.
     queue_size: usize,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct DequeueResponse {
+    #[schema(example = "Task dequeued")]
     message: &'static str,
+    /// The task's id, as given by `POST /enqueue`.
     id: Uuid,
+    #[schema(value_type = String, example = "Process payment")]
     task: TaskText,
+    #[schema(value_type = i64, example = 1)]
     priority: Priority,
     /// When the task was enqueued, in milliseconds since the Unix epoch.
     timestamp: u64,
+    /// Tasks left in the queue.
     queue_size: usize,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = QueueStatus)]
 struct StatusResponse {
+    /// Tasks in the queue.
     size: usize,
     is_empty: bool,
+    /// The task the next dequeue returns, or `null` when the queue is empty.
+    #[schema(required = true)]
     next_task: Option<NextTask>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct NextTask {
+    #[schema(value_type = String, example = "Process payment")]
     task: TaskText,
+    #[schema(value_type = i64, example = 1)]
     priority: Priority,
 }
 
+/// Adds a task to the priority queue.
+///
+/// Publishes a `queue.enqueued` event on `/notifications`.
+#[utoipa::path(
+    post,
+    path = "/enqueue",
+    tag = tags::QUEUE,
+    request_body = EnqueueRequest,
+    responses(
+        (status = 200, description = "Enqueued", body = EnqueueResponse),
+        (status = 400, body = ErrorBody,
+            description = "`task_required` (Task is required), `priority_required` (Priority is \
+                required (number)), `invalid_input` (a wrong type or range, including Priority \
+                must be a number; `field` names it) or `invalid_json`"),
+        (status = 413, body = ErrorBody, description = "`payload_too_large`"),
+        (status = 415, body = ErrorBody, description = "`unsupported_media_type`"),
+        (status = 500, body = ErrorBody, description = "`internal_error`: the queue store failed"),
+        (status = 503, body = ErrorBody, description = "`queue_full`: `QUEUE_CAPACITY` is reached",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    ),
+)]
 async fn enqueue(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Value>,
@@ -95,6 +151,19 @@ async fn enqueue(
     }))
 }
 
+/// Removes and returns the task with the lowest priority number (the oldest among equals).
+///
+/// `GET` and `POST` do the same. Publishes a `queue.dequeued` event on `/notifications`.
+#[utoipa::path(
+    method(get, post),
+    path = "/dequeue",
+    tag = tags::QUEUE,
+    responses(
+        (status = 200, description = "The next task, now out of the queue", body = DequeueResponse),
+        (status = 404, body = ErrorBody, description = "`queue_empty` (Queue is empty)"),
+        (status = 500, body = ErrorBody, description = "`internal_error`: the queue store failed"),
+    ),
+)]
 async fn dequeue(State(state): State<AppState>) -> Result<Json<DequeueResponse>, ApiError> {
     let dequeued = state.queue.dequeue().await?.ok_or(ApiError::NotFound {
         code: "queue_empty",
@@ -123,6 +192,17 @@ async fn dequeue(State(state): State<AppState>) -> Result<Json<DequeueResponse>,
     }))
 }
 
+/// The queue's size and the task a dequeue would return, without removing it.
+#[utoipa::path(
+    get,
+    path = "/queue/status",
+    tag = tags::QUEUE,
+    operation_id = "queue_status",
+    responses(
+        (status = 200, description = "The queue's state", body = StatusResponse),
+        (status = 500, body = ErrorBody, description = "`internal_error`: the queue store failed"),
+    ),
+)]
 async fn status(State(state): State<AppState>) -> Result<Json<StatusResponse>, ApiError> {
     let status = state.queue.status().await?;
     Ok(Json(StatusResponse {
@@ -324,6 +404,17 @@ mod tests {
             assert_eq!(field, "task");
             assert!(message.contains("1 to 1024 characters"), "{message}");
         }
+    }
+
+    #[test]
+    fn the_documented_body_limits_are_the_parsers_limits() {
+        let schema = serde_json::to_value(<EnqueueRequest as utoipa::PartialSchema>::schema())
+            .expect("a schema serializes");
+        let properties = &schema["properties"];
+        assert_eq!(properties["task"]["minLength"], 1);
+        assert_eq!(properties["task"]["maxLength"], MAX_TASK_CHARS);
+        assert_eq!(properties["priority"]["minimum"], Priority::MIN);
+        assert_eq!(properties["priority"]["maximum"], Priority::MAX);
     }
 
     #[test]

@@ -1,16 +1,19 @@
 //! `GET /stream`: a chunked response of generated items (see [`crate::stream`]).
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderName, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde::Deserialize;
+use utoipa::openapi::schema::Object;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiQuery, choice_param, int_param};
+use crate::openapi::{self, tags};
 use crate::stream::{
     DEFAULT_CHUNK_SIZE, DEFAULT_DELAY_MS, DEFAULT_TOTAL_ITEMS, Format, ItemStream, MAX_CHUNK_SIZE,
     MAX_DELAY_MS, StreamMeter, StreamSpec,
@@ -19,20 +22,71 @@ use crate::stream::{
 /// Asks proxies such as nginx not to hold chunks back, so each one reaches the client as made.
 const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
+/// The names `format` takes.
+const FORMATS: [(&str, Format); 2] = [("json", Format::Json), ("ndjson", Format::Ndjson)];
+
 /// `GET /stream`.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/stream", get(stream))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(stream))
 }
 
-/// The raw query; each value is parsed with its range so a bad one is named in the 400.
-#[derive(Debug, Deserialize)]
+/// The raw query; each value is parsed with its range so a bad one is named in the 400. The
+/// documented schemas are built from the same bounds and defaults as the parser's.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct StreamQuery {
+    /// Items written and flushed together.
     #[serde(rename = "chunkSize")]
+    #[param(schema_with = chunk_size_schema)]
     chunk_size: Option<String>,
+    /// Items in the whole response; at most `STREAM_MAX_ITEMS`.
     #[serde(rename = "totalItems")]
+    #[param(schema_with = total_items_schema)]
     total_items: Option<String>,
+    /// Milliseconds between two chunks; 0 means no pause.
+    #[param(schema_with = delay_schema)]
     delay: Option<String>,
+    /// `json`: the body is one JSON array; `ndjson`: one JSON object per line.
+    #[param(schema_with = format_schema)]
     format: Option<String>,
+}
+
+fn chunk_size_schema() -> Object {
+    openapi::integer_parameter(1, Some(MAX_CHUNK_SIZE.into()), DEFAULT_CHUNK_SIZE.into())
+}
+
+/// The maximum is the configured `STREAM_MAX_ITEMS`, written in at start-up.
+fn total_items_schema() -> Object {
+    openapi::integer_parameter(0, None, DEFAULT_TOTAL_ITEMS)
+}
+
+fn delay_schema() -> Object {
+    openapi::integer_parameter(0, Some(MAX_DELAY_MS), DEFAULT_DELAY_MS)
+}
+
+fn format_schema() -> Object {
+    openapi::choice_parameter(&FORMATS, "json")
+}
+
+/// One generated item.
+#[derive(ToSchema)]
+#[expect(
+    dead_code,
+    reason = "documentation only: the encoder writes items into the buffer"
+)]
+struct StreamItem {
+    /// Position in the stream, from 1.
+    #[schema(minimum = 1, example = 1)]
+    id: u64,
+    /// `Item <id>`.
+    #[schema(example = "Item 1")]
+    name: String,
+    /// A random number, at least 0 and below 1000.
+    #[schema(minimum = 0, exclusive_maximum = 1000, example = 417.25)]
+    value: f64,
+    /// When the item's chunk was produced (RFC 3339).
+    #[schema(format = DateTime, example = "2026-11-23T14:55:22.123Z")]
+    timestamp: String,
 }
 
 impl StreamQuery {
@@ -55,12 +109,7 @@ impl StreamQuery {
             0..=MAX_DELAY_MS,
             DEFAULT_DELAY_MS,
         )?;
-        let format = choice_param(
-            "format",
-            self.format.as_deref(),
-            &[("json", Format::Json), ("ndjson", Format::Ndjson)],
-            Format::Json,
-        )?;
+        let format = choice_param("format", self.format.as_deref(), &FORMATS, Format::Json)?;
         Ok(StreamSpec {
             chunk_size,
             total_items,
@@ -70,6 +119,27 @@ impl StreamQuery {
     }
 }
 
+/// A chunked response of `totalItems` generated items, produced lazily.
+///
+/// Each group of `chunkSize` items is written and flushed as it is produced, `delay` ms apart.
+/// The producer waits while the client reads slowly and stops when it goes away, so server memory
+/// does not grow with `totalItems`.
+#[utoipa::path(
+    get,
+    path = "/stream",
+    tag = tags::STREAMING,
+    params(StreamQuery),
+    responses(
+        (status = 200, description = "The items, streamed in the requested framing",
+            content(
+                (Vec<StreamItem> = "application/json"),
+                ("application/x-ndjson", item_schema = StreamItem),
+            )),
+        (status = 400, body = ErrorBody,
+            description = "`invalid_input`: a parameter is not an integer in its range, or an \
+                unknown `format`"),
+    ),
+)]
 async fn stream(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<StreamQuery>,
