@@ -1,17 +1,22 @@
-# Shared helpers for the load scripts: build, start and stop servers on loopback.
-# Sourced, not run.
+# Shared helpers for the load scripts: build, start and stop servers on loopback, read memory
+# and note the load the machine was under. Sourced, not run.
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$BENCH_DIR/.." && pwd)"
 RESULTS="$BENCH_DIR/results"
 mkdir -p "$RESULTS"
 PIDS=()
+TEMP_DIRS=()
 
+# Stops only the processes this script started (by pid) and removes its data directories.
 cleanup() {
   for pid in "${PIDS[@]:-}"; do
     [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true
   done
   wait 2>/dev/null || true
+  for dir in "${TEMP_DIRS[@]:-}"; do
+    [ -n "$dir" ] && rm -rf "$dir"
+  done
 }
 trap cleanup EXIT
 
@@ -28,7 +33,7 @@ free_port() {
 
 wait_healthy() {
   local port=$1
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 300); do
     curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && return 0
     sleep 0.1
   done
@@ -36,19 +41,30 @@ wait_healthy() {
   return 1
 }
 
-# start_backflow PORT [VAR=value ...]: starts the release binary with a bench configuration.
+# new_data_dir: prints a fresh directory for DATA_DIR, removed on exit.
+new_data_dir() {
+  local dir
+  dir="$(mktemp -d)"
+  TEMP_DIRS+=("$dir")
+  echo "$dir"
+}
+
+# start_backflow PORT [VAR=value ...]: starts the release binary with a bench configuration
+# (logs at warn unless RUST_LOG is given); later VAR=value pairs override the defaults. Sets
+# LAST_PID.
 start_backflow() {
   local port=$1; shift
   local data_dir
-  data_dir="$(mktemp -d)"
+  data_dir="$(new_data_dir)"
   env HOST=127.0.0.1 PORT="$port" RUST_LOG=warn DATA_DIR="$data_dir" \
       JWT_SECRET=bench-secret-bench-secret-bench-secret "$@" \
-      "$ROOT/target/release/backflow" >"$RESULTS/backflow-$port.log" 2>&1 &
+      "${BACKFLOW_BIN:-$ROOT/target/release/backflow}" >"$RESULTS/backflow-$port.log" 2>&1 &
   PIDS+=($!)
   LAST_PID=$!
   wait_healthy "$port"
 }
 
+# start_floor PORT: the bare axum example (the floor of the load tests). Sets LAST_PID.
 start_floor() {
   local port=$1
   PORT="$port" "$ROOT/target/release/examples/bare_axum" >/dev/null 2>&1 &
@@ -59,4 +75,28 @@ start_floor() {
 
 rss_kib() {
   awk '/^VmRSS:/ {print $2}' "/proc/$1/status"
+}
+
+# peak_rss_kib PID: the highest resident size since the last reset_peak_rss.
+peak_rss_kib() {
+  awk '/^VmHWM:/ {print $2}' "/proc/$1/status"
+}
+
+# reset_peak_rss PID: sets the kernel's peak-RSS mark (VmHWM) back to the current RSS.
+reset_peak_rss() {
+  echo 5 >"/proc/$1/clear_refs"
+}
+
+# load_conditions: one line describing how busy the machine is, for the report.
+load_conditions() {
+  local builds
+  builds=$(ps -eo comm= | grep -cE '^(rustc|cc1|cc1plus|ld|clang)' || true)
+  printf '%s cores (%s), load average %s, %s compiler processes running' \
+    "$(nproc)" "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)" \
+    "$(cut -d' ' -f1-3 /proc/loadavg)" "$builds"
+}
+
+# cpu_ticks PID: user plus system CPU time the process has used, in clock ticks (1/100 s).
+cpu_ticks() {
+  awk '{print $14 + $15}' "/proc/$1/stat"
 }

@@ -1,56 +1,112 @@
 #!/usr/bin/env bash
-# HTTP load test of the light routes against a bare axum floor built in the same run.
+# HTTP load test of the light routes against a bare axum floor measured in the same run.
 #
-# Builds release binaries, starts BackFlow and the floor on loopback, drives each route with oha
-# for DURATION at CONNECTIONS connections, and prints a table of requests/s (and the ratio to the
-# floor), p99 latency and errors. Also measures /health while the heavy pool is saturated.
+# Builds release binaries, starts BackFlow (logs at warn) and the floor on loopback, and drives
+# each route with oha for DURATION at CONNECTIONS connections, ROUNDS times in turn (floor first
+# in every round), so each route is compared with the floor measured minutes apart at most. The
+# report gives the median over rounds of requests/s and of the ratio to that round's floor, p50
+# and p99 latency, non-2xx answers and errors. A second BackFlow logging at info (one line per
+# request) shows what request logs cost. Then, once: /health probed at a fixed rate, first idle,
+# then while /heavy-task-worker saturates the compute pool (and the idle floor, for reference).
+# Every run also records the server's CPU time, so the report gives CPU per request.
 # Writes benches/results/load.json and docs/load.svg.
 #
-# Usage: benches/load.sh            (DURATION=10s CONNECTIONS=64 by default)
+# Usage: benches/load.sh
+#   DURATION=10s (in seconds) CONNECTIONS=64 ROUNDS=3 PREFILL=300000 HEAVY_N=35 PROBE_RATE=200 by default.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
+ROUNDS=${ROUNDS:-3}
+# Tasks queued before the enqueue/dequeue run, so dequeues never find the queue empty (a 404).
+PREFILL=${PREFILL:-300000}
+HEAVY_N=${HEAVY_N:-35}
+PROBE_RATE=${PROBE_RATE:-200}
 
 ensure_oha
 cargo build --release --bin backflow --example bare_axum >&2
+rm -f "$RESULTS"/oha-*.json "$RESULTS"/cpu-*.txt
+CONDITIONS_BEFORE=$(load_conditions)
 
-FLOOR_PORT=$(free_port); start_floor "$FLOOR_PORT"
+FLOOR_PORT=$(free_port); start_floor "$FLOOR_PORT"; FLOOR_PID=$LAST_PID
+
+# A queue snapshot in DATA_DIR is restored at start: the fastest way to pre-fill the queue.
+QUEUE_DIR=$(new_data_dir)
+python3 - "$QUEUE_DIR/queue.json" "$PREFILL" <<'EOF'
+import json, sys, uuid
+path, count = sys.argv[1], int(sys.argv[2])
+tasks = [{"id": str(uuid.uuid4()), "task": "prefill", "priority": 5, "enqueuedAtMs": 0}
+         for _ in range(count)]
+with open(path, "w") as f:
+    json.dump({"version": 1, "tasks": tasks}, f)
+EOF
 PORT=$(free_port)
-start_backflow "$PORT" QUEUE_CAPACITY=100000000 LOGIN_MAX_PER_MINUTE=1000000
+start_backflow "$PORT" DATA_DIR="$QUEUE_DIR" QUEUE_CAPACITY=100000000 LOGIN_MAX_PER_MINUTE=1000000
+SERVER_PID=$LAST_PID
 BASE="http://127.0.0.1:$PORT"
+INFO_PORT=$(free_port)
+start_backflow "$INFO_PORT" RUST_LOG=backflow=info,tower_http=info
+INFO_PID=$LAST_PID
 
 TOKEN=$(curl -fsS -X POST "$BASE/login" -H 'content-type: application/json' \
   -d '{"username":"admin","password":"admin123"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
 
-run_oha() { # name, extra oha args...
-  local name=$1; shift
-  oha --no-tui --output-format json -z "$DURATION" -c "$CONNECTIONS" "$@" >"$RESULTS/oha-$name.json"
+# run_oha NAME ROUND [oha args...]: -w lets requests in flight at the deadline finish, so they
+# are not counted as errors.
+run_oha() {
+  local name=$1 round=$2; shift 2
+  oha --no-tui --output-format json -w -z "$DURATION" "$@" >"$RESULTS/oha-$name-$round.json"
 }
 
-echo "floor: bare axum /health" >&2
-run_oha floor "http://127.0.0.1:$FLOOR_PORT/health"
-echo "backflow /health" >&2
-run_oha health "$BASE/health"
-echo "backflow /queue/status" >&2
-run_oha queue_status "$BASE/queue/status"
-echo "backflow /protected" >&2
-run_oha protected -H "Authorization: Bearer $TOKEN" "$BASE/protected"
-echo "backflow enqueue + dequeue (half the connections each, at once)" >&2
-HALF=$((CONNECTIONS / 2))
-oha --no-tui --output-format json -z "$DURATION" -c "$HALF" -m POST -H 'content-type: application/json' \
-  -d '{"task":"load","priority":5}' "$BASE/enqueue" >"$RESULTS/oha-enqueue.json" &
-ENQ=$!
-oha --no-tui --output-format json -z "$DURATION" -c "$HALF" "$BASE/dequeue" >"$RESULTS/oha-dequeue.json"
-wait "$ENQ"
+# measure NAME ROUND SERVER_PID [oha args...]: run_oha, plus the CPU time the server used,
+# which depends far less on what else the machine is doing than requests/s does.
+measure() {
+  local name=$1 round=$2 pid=$3; shift 3
+  local before
+  before=$(cpu_ticks "$pid")
+  run_oha "$name" "$round" "$@"
+  echo $(( $(cpu_ticks "$pid") - before )) >"$RESULTS/cpu-$name-$round.txt"
+}
 
-echo "backflow /health while the heavy pool is saturated" >&2
-MAX_INFLIGHT=$(( $(nproc) * 2 ))
-oha --no-tui --output-format json -z "$DURATION" -c "$MAX_INFLIGHT" "$BASE/heavy-task-worker?n=35" \
-  >"$RESULTS/oha-heavy.json" &
+# Warm-up: connections, allocator pools and caches, on both servers.
+oha --no-tui --output-format quiet -z 2s -c "$CONNECTIONS" "http://127.0.0.1:$FLOOR_PORT/health" >/dev/null
+oha --no-tui --output-format quiet -z 2s -c "$CONNECTIONS" "$BASE/health" >/dev/null
+
+HALF=$((CONNECTIONS / 2))
+for round in $(seq 1 "$ROUNDS"); do
+  echo "round $round/$ROUNDS: floor, /health, /queue/status, /protected, enqueue+dequeue, /health at info" >&2
+  measure floor "$round" "$FLOOR_PID" -c "$CONNECTIONS" "http://127.0.0.1:$FLOOR_PORT/health"
+  measure health "$round" "$SERVER_PID" -c "$CONNECTIONS" "$BASE/health"
+  measure queue_status "$round" "$SERVER_PID" -c "$CONNECTIONS" "$BASE/queue/status"
+  measure protected "$round" "$SERVER_PID" -c "$CONNECTIONS" -H "Authorization: Bearer $TOKEN" "$BASE/protected"
+  # Half the connections enqueue while the other half dequeue, at once.
+  before=$(cpu_ticks "$SERVER_PID")
+  run_oha enqueue "$round" -c "$HALF" -m POST -H 'content-type: application/json' \
+    -d '{"task":"load","priority":5}' "$BASE/enqueue" &
+  ENQUEUE=$!
+  run_oha dequeue "$round" -c "$HALF" "$BASE/dequeue"
+  wait "$ENQUEUE"
+  echo $(( $(cpu_ticks "$SERVER_PID") - before )) >"$RESULTS/cpu-enqueue_dequeue-$round.txt"
+  measure health_info "$round" "$INFO_PID" -c "$CONNECTIONS" "http://127.0.0.1:$INFO_PORT/health"
+done
+
+# /health as a monitor would probe it: a fixed rate, latency corrected for coordinated omission.
+echo "/health probed at $PROBE_RATE/s, idle, then while /heavy-task-worker?n=$HEAVY_N saturates the pool" >&2
+# The floor probed the same way shows what the machine itself adds to the latency.
+probe() { run_oha "$1" 1 -c 4 -q "$PROBE_RATE" --latency-correction "$2"; }
+probe floor_probe_idle "http://127.0.0.1:$FLOOR_PORT/health"
+probe health_probe_idle "$BASE/health"
+# As many heavy clients as HEAVY_MAX_INFLIGHT (2 x CPUs): every slot busy, none refused.
+# It starts a second before the probe and ends a second after it.
+oha --no-tui --output-format json -w -z "$(( ${DURATION%s} + 2 ))s" -c $(( $(nproc) * 2 )) \
+  "$BASE/heavy-task-worker?n=$HEAVY_N" >"$RESULTS/oha-heavy-1.json" &
 HEAVY=$!
 sleep 1
-oha --no-tui --output-format json -z "$DURATION" -c 8 "$BASE/health" >"$RESULTS/oha-health_saturated.json"
+probe health_probe_saturated "$BASE/health"
 wait "$HEAVY"
 
-python3 "$BENCH_DIR/report.py" "$RESULTS" "$ROOT/docs/load.svg"
+CONDITIONS_AFTER=$(load_conditions)
+python3 "$BENCH_DIR/report.py" "$RESULTS" "$ROOT/docs/load.svg" \
+  --rounds "$ROUNDS" --connections "$CONNECTIONS" --duration "$DURATION" \
+  --heavy-n "$HEAVY_N" --probe-rate "$PROBE_RATE" \
+  --conditions "before: $CONDITIONS_BEFORE; after: $CONDITIONS_AFTER"

@@ -1,88 +1,235 @@
-"""Turns the oha JSON results of benches/load.sh into a table, a JSON summary and an SVG chart."""
+"""Turns the oha JSON results of benches/load.sh into a table, a JSON summary and an SVG chart.
+
+Each route was run once per round, right after the floor of that round. A route's figures are
+medians over the rounds: requests/s, the ratio to the same round's floor, p50 and p99. Errors
+and non-2xx answers are summed over the rounds, so one bad round shows.
+
+Usage: report.py RESULTS_DIR SVG_PATH --rounds N [--connections C --duration D --heavy-n N
+                 --probe-rate R --conditions TEXT]
+"""
+
+import argparse
 import json
 import os
+import statistics
 import sys
 
-results, svg_path = sys.argv[1], sys.argv[2]
+# oha counts requests cut off by `-z` under this error; load.sh passes `-w` so there are none,
+# but count them apart from real errors if they show up.
+DEADLINE_ABORT = "aborted due to deadline"
+# The 80 % of the floor the light routes must reach.
+TARGET_RATIO = 0.80
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+parser = argparse.ArgumentParser()
+parser.add_argument("results")
+parser.add_argument("svg")
+parser.add_argument("--rounds", type=int, required=True)
+parser.add_argument("--connections", type=int, default=64)
+parser.add_argument("--duration", default="10s")
+parser.add_argument("--heavy-n", type=int, default=35)
+parser.add_argument("--probe-rate", type=int, default=200)
+parser.add_argument("--conditions", default="")
+args = parser.parse_args()
 
 
-def load(name):
-    with open(os.path.join(results, f"oha-{name}.json")) as f:
+def cpu_seconds(name, round_):
+    """Server CPU time (user + system) during the run, if load.sh recorded it."""
+    path = os.path.join(args.results, f"cpu-{name}-{round_}.txt")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return int(f.read().strip()) / CLOCK_TICKS
+
+
+def load(name, round_):
+    """One oha run: requests/s, latency percentiles in ms, answers by class, errors."""
+    with open(os.path.join(args.results, f"oha-{name}-{round_}.json")) as f:
         data = json.load(f)
-    summary = data["summary"]
-    pct = data.get("latencyPercentiles", {})
-    statuses = data.get("statusCodeDistribution", {})
-    ok = sum(v for k, v in statuses.items() if k.startswith("2"))
-    non_2xx = sum(v for k, v in statuses.items() if not k.startswith("2"))
-    errors = sum(data.get("errorDistribution", {}).values())
+    pct = data.get("latencyPercentiles") or {}
+    statuses = data.get("statusCodeDistribution") or {}
+    errors = data.get("errorDistribution") or {}
     return {
-        "rps": summary["requestsPerSec"],
+        "rps": data["summary"]["requestsPerSec"],
         "p50_ms": (pct.get("p50") or 0) * 1000,
         "p99_ms": (pct.get("p99") or 0) * 1000,
-        "ok": ok,
-        "non_2xx": non_2xx,
-        "errors": errors,
+        "ok": sum(v for k, v in statuses.items() if k.startswith("2")),
+        "non_2xx": sum(v for k, v in statuses.items() if not k.startswith("2")),
+        "errors": sum(v for k, v in errors.items() if k != DEADLINE_ABORT),
+        "aborted": errors.get(DEADLINE_ABORT, 0),
+        "error_kinds": sorted(k for k in errors if k != DEADLINE_ABORT),
     }
 
 
-floor = load("floor")
-rows = [("bare axum /health (floor)", floor)]
-for name, label in [
-    ("health", "GET /health"),
-    ("queue_status", "GET /queue/status"),
-    ("protected", "GET /protected (valid token)"),
-]:
-    rows.append((label, load(name)))
-enq, deq = load("enqueue"), load("dequeue")
-pairs = {
-    "rps": min(enq["rps"], deq["rps"]) * 2,
-    "p50_ms": max(enq["p50_ms"], deq["p50_ms"]),
-    "p99_ms": max(enq["p99_ms"], deq["p99_ms"]),
-    "ok": enq["ok"] + deq["ok"],
-    # An empty queue answers 404 by contract; count it apart from failures.
-    "non_2xx": enq["non_2xx"] + deq["non_2xx"],
-    "errors": enq["errors"] + deq["errors"],
-}
-rows.append(("POST /enqueue + GET /dequeue (together)", pairs))
-saturated = load("health_saturated")
-heavy = load("heavy")
+def enqueue_dequeue(round_):
+    """Both halves ran at once: the server's rate is their sum, its latency the worse half."""
+    enq, deq = load("enqueue", round_), load("dequeue", round_)
+    return {
+        "rps": enq["rps"] + deq["rps"],
+        "p50_ms": max(enq["p50_ms"], deq["p50_ms"]),
+        "p99_ms": max(enq["p99_ms"], deq["p99_ms"]),
+        "ok": enq["ok"] + deq["ok"],
+        "non_2xx": enq["non_2xx"] + deq["non_2xx"],
+        "errors": enq["errors"] + deq["errors"],
+        "aborted": enq["aborted"] + deq["aborted"],
+        "error_kinds": sorted(set(enq["error_kinds"]) | set(deq["error_kinds"])),
+    }
 
-print(f"| route | requests/s | vs floor | p50 ms | p99 ms | non-2xx | errors |")
-print(f"|---|---:|---:|---:|---:|---:|---:|")
-for label, r in rows:
-    print(
-        f"| {label} | {r['rps']:.0f} | {r['rps'] / floor['rps'] * 100:.0f}% | {r['p50_ms']:.2f} | "
-        f"{r['p99_ms']:.2f} | {r['non_2xx']} | {r['errors']} |"
-    )
-print()
-print(
-    f"GET /health while /heavy-task-worker?n=35 saturates the pool: {saturated['rps']:.0f} req/s, "
-    f"p50 {saturated['p50_ms']:.2f} ms, p99 {saturated['p99_ms']:.2f} ms, errors {saturated['errors']} "
-    f"(heavy: {heavy['rps']:.1f} req/s, {heavy['ok']} ok, {heavy['non_2xx']} refused with 503)"
-)
 
-with open(os.path.join(results, "load.json"), "w") as f:
-    json.dump({"rows": [{"route": l, **r} for l, r in rows], "health_saturated": saturated, "heavy": heavy}, f, indent=2)
+def with_cpu(run, name, round_):
+    """Adds the server's CPU microseconds per answered request."""
+    seconds = cpu_seconds(name, round_)
+    answered = run["ok"] + run["non_2xx"]
+    run["cpu_us"] = seconds * 1e6 / answered if seconds is not None and answered else None
+    return run
 
-# A horizontal bar chart of requests/s per route, the floor first.
-width, bar_h, gap, left = 760, 26, 12, 300
-height = 60 + len(rows) * (bar_h + gap)
-top = max(r["rps"] for _, r in rows)
-parts = [
-    f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="13">',
-    f'<rect width="{width}" height="{height}" fill="#fff"/>',
-    f'<text x="{left}" y="24" font-size="15" font-weight="bold">Requests/s at 64 connections (higher is better)</text>',
+
+def summarize(runs, floors):
+    cpus = [r["cpu_us"] for r in runs if r.get("cpu_us") is not None]
+    floor_cpus = [f["cpu_us"] for f in floors if f.get("cpu_us") is not None]
+    return {
+        "cpu_us": statistics.median(cpus) if cpus else None,
+        "cpu_ratio": statistics.median(c / f for c, f in zip(cpus, floor_cpus)) if cpus and floor_cpus else None,
+        "rps": statistics.median(r["rps"] for r in runs),
+        "ratio": statistics.median(r["rps"] / f["rps"] for r, f in zip(runs, floors)),
+        "p50_ms": statistics.median(r["p50_ms"] for r in runs),
+        "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+        "ok": sum(r["ok"] for r in runs),
+        "non_2xx": sum(r["non_2xx"] for r in runs),
+        "errors": sum(r["errors"] for r in runs),
+        "aborted": sum(r["aborted"] for r in runs),
+        "error_kinds": sorted({k for r in runs for k in r["error_kinds"]}),
+        "rps_per_round": [round(r["rps"]) for r in runs],
+    }
+
+
+rounds = range(1, args.rounds + 1)
+floors = [with_cpu(load("floor", r), "floor", r) for r in rounds]
+ROUTES = [
+    ("floor", "bare axum /health (floor)", True),
+    ("health", "GET /health", True),
+    ("queue_status", "GET /queue/status", True),
+    ("protected", "GET /protected (valid token)", True),
+    ("enqueue_dequeue", "POST /enqueue + GET /dequeue (at once)", True),
+    ("health_info", "GET /health, RUST_LOG=info", False),
 ]
-for i, (label, r) in enumerate(rows):
-    y = 44 + i * (bar_h + gap)
-    w = (width - left - 90) * r["rps"] / top
-    color = "#9aa5b1" if i == 0 else "#2f6fdf"
-    parts.append(f'<text x="{left - 8}" y="{y + bar_h * 0.68}" text-anchor="end">{label}</text>')
+rows = []
+for name, label, targeted in ROUTES:
+    runs = [
+        with_cpu(enqueue_dequeue(r) if name == "enqueue_dequeue" else load(name, r), name, r)
+        for r in rounds
+    ]
+    rows.append({"name": name, "route": label, "target": targeted, **summarize(runs, floors)})
+
+floor_idle = load("floor_probe_idle", 1)
+idle = load("health_probe_idle", 1)
+saturated = load("health_probe_saturated", 1)
+heavy = load("heavy", 1)
+
+print(
+    f"{args.connections} connections, {args.duration} per run, median of {args.rounds} rounds "
+    f"(each route compared with the floor of its own round)"
+)
+print()
+def cpu_text(row):
+    if row["cpu_us"] is None:
+        return "n/a"
+    return f"{row['cpu_us']:.1f} ({row['cpu_ratio']:.2f}x)"
+
+
+print(
+    "| route | requests/s | vs floor | p50 ms | p99 ms | non-2xx | errors | "
+    "server CPU µs/request (vs floor) | requests/s per round |"
+)
+print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+for row in rows:
+    print(
+        f"| {row['route']} | {row['rps']:.0f} | {row['ratio'] * 100:.0f}% | {row['p50_ms']:.2f} | "
+        f"{row['p99_ms']:.2f} | {row['non_2xx']} | {row['errors']} | {cpu_text(row)} | "
+        f"{', '.join(str(v) for v in row['rps_per_round'])} |"
+    )
+for row in rows:
+    if row["error_kinds"]:
+        print(f"errors on {row['route']}: {', '.join(row['error_kinds'])}")
+print()
+print(f"GET /health probed at {args.probe_rate}/s (4 connections, latency corrected):")
+print("| server | p50 ms | p99 ms | ok / non-2xx / errors |")
+print("|---|---:|---:|---|")
+for label, run in [
+    ("floor, idle", floor_idle),
+    ("BackFlow, compute pool idle", idle),
+    (f"BackFlow, pool saturated by /heavy-task-worker?n={args.heavy_n}", saturated),
+]:
+    print(
+        f"| {label} | {run['p50_ms']:.2f} | {run['p99_ms']:.2f} | "
+        f"{run['ok']} / {run['non_2xx']} / {run['errors']} |"
+    )
+print(
+    f"heavy load meanwhile: {heavy['rps']:.1f} jobs/s, {heavy['ok']} ok, "
+    f"{heavy['non_2xx']} non-2xx, {heavy['errors']} errors"
+)
+if args.conditions:
+    print(f"\nload conditions: {args.conditions}")
+
+with open(os.path.join(args.results, "load.json"), "w") as f:
+    json.dump(
+        {
+            "connections": args.connections,
+            "duration": args.duration,
+            "rounds": args.rounds,
+            "conditions": args.conditions,
+            "rows": rows,
+            "health_probe": {
+                "rate": args.probe_rate,
+                "floor_idle": floor_idle,
+                "idle": idle,
+                "saturated": saturated,
+            },
+            "heavy": heavy,
+        },
+        f,
+        indent=2,
+    )
+
+# A horizontal bar chart of requests/s per route, the floor first, with the 80 % target marked.
+width, bar_h, gap, left, right = 820, 26, 12, 300, 120
+top_margin = 56
+height = top_margin + len(rows) * (bar_h + gap) + 30
+scale = (width - left - right) / max(r["rps"] for r in rows)
+floor_rps = rows[0]["rps"]
+parts = [
+    f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+    f'font-family="sans-serif" font-size="13">',
+    f'<rect width="{width}" height="{height}" fill="#fff"/>',
+    f'<text x="{left}" y="22" font-size="15" font-weight="bold">Requests/s at '
+    f"{args.connections} connections (median of {args.rounds} rounds)</text>",
+    f'<text x="{left}" y="40" fill="#555">percentage: median ratio to the bare axum floor '
+    f"of the same round; dashed line: 80 % of the floor</text>",
+]
+for i, row in enumerate(rows):
+    y = top_margin + i * (bar_h + gap)
+    w = row["rps"] * scale
+    if i == 0:
+        color = "#9aa5b1"
+    elif not row["target"]:
+        color = "#b9c7e6"
+    else:
+        color = "#2f6fdf" if row["ratio"] >= TARGET_RATIO else "#d9534f"
+    parts.append(f'<text x="{left - 8}" y="{y + bar_h * 0.68}" text-anchor="end">{row["route"]}</text>')
     parts.append(f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{color}"/>')
     parts.append(
-        f'<text x="{left + w + 6:.1f}" y="{y + bar_h * 0.68}">{r["rps"]:.0f} ({r["rps"] / floor["rps"] * 100:.0f}%)</text>'
+        f'<text x="{left + w + 6:.1f}" y="{y + bar_h * 0.68}">{row["rps"]:.0f} '
+        f'({row["ratio"] * 100:.0f}%)</text>'
     )
+target_x = left + floor_rps * TARGET_RATIO * scale
+bottom = top_margin + len(rows) * (bar_h + gap)
+parts.append(
+    f'<line x1="{target_x:.1f}" y1="{top_margin - 4}" x2="{target_x:.1f}" y2="{bottom}" '
+    f'stroke="#333" stroke-dasharray="4 3"/>'
+)
+parts.append(f'<text x="{target_x:.1f}" y="{bottom + 16}" text-anchor="middle" fill="#333">80 %</text>')
 parts.append("</svg>")
-with open(svg_path, "w") as f:
-    f.write("\n".join(parts))
-print(f"\nchart written to {svg_path}", file=sys.stderr)
+os.makedirs(os.path.dirname(os.path.abspath(args.svg)), exist_ok=True)
+with open(args.svg, "w") as f:
+    f.write("\n".join(parts) + "\n")
+print(f"\nchart written to {args.svg}", file=sys.stderr)
