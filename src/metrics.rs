@@ -4,8 +4,13 @@
 //! one process (as in the test suite) never mix their figures. Request counters and latency
 //! histograms are recorded by middleware; gauges that mirror a store's size are set from the store
 //! itself when `/metrics` is scraped, so they can never drift from the truth.
+//!
+//! Recording a request is on the path of every request, so the counter and histogram of each
+//! (method, route, status) are registered once and kept: later requests find them by reference,
+//! without building a metric key (a vector and four strings) or hashing it in the registry.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder};
@@ -25,8 +30,33 @@ const LATENCY_BUCKETS: &[f64] = &[
 /// A cheap-to-clone handle to this server's metric registry.
 #[derive(Clone)]
 pub struct Metrics {
-    recorder: Arc<PrometheusRecorder>,
+    inner: Arc<Registry>,
+}
+
+struct Registry {
+    recorder: PrometheusRecorder,
     handle: PrometheusHandle,
+    /// Request series already registered, by route.
+    requests: RwLock<HashMap<Box<str>, Vec<RequestSeries>>>,
+}
+
+/// The two metrics of one (method, route, status).
+struct RequestSeries {
+    method: Box<str>,
+    status: u16,
+    count: Counter,
+    duration: Histogram,
+}
+
+impl RequestSeries {
+    fn is(&self, method: &str, status: u16) -> bool {
+        self.status == status && *self.method == *method
+    }
+
+    fn record(&self, latency: Duration) {
+        self.count.increment(1);
+        self.duration.record(latency.as_secs_f64());
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -50,49 +80,87 @@ impl Metrics {
             .build_recorder();
         let handle = recorder.handle();
         Self {
-            recorder: Arc::new(recorder),
-            handle,
+            inner: Arc::new(Registry {
+                recorder,
+                handle,
+                requests: RwLock::default(),
+            }),
         }
     }
 
     /// The counter `name` with these labels, created on first use.
     pub fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
-        self.recorder
+        self.inner
+            .recorder
             .register_counter(&key(name, labels), &METADATA)
     }
 
     /// The gauge `name` with these labels, created on first use.
     pub fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
-        self.recorder.register_gauge(&key(name, labels), &METADATA)
+        self.inner
+            .recorder
+            .register_gauge(&key(name, labels), &METADATA)
     }
 
     /// The histogram `name` with these labels, created on first use.
     pub fn histogram(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Histogram {
-        self.recorder
+        self.inner
+            .recorder
             .register_histogram(&key(name, labels), &METADATA)
     }
 
-    /// Records one answered HTTP request.
+    /// Records one answered HTTP request. `method` and `route` must come from bounded sets
+    /// (known methods, matched route templates): each new combination is kept for good.
     pub fn record_request(&self, method: &str, route: &str, status: u16, latency: Duration) {
-        let status = status.to_string();
+        {
+            let requests = self
+                .inner
+                .requests
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            let known = requests
+                .get(route)
+                .and_then(|series| series.iter().find(|s| s.is(method, status)));
+            if let Some(series) = known {
+                series.record(latency);
+                return;
+            }
+        }
+        let mut requests = self
+            .inner
+            .requests
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let series = requests.entry(route.into()).or_default();
+        // Another request may have registered it between the two locks.
+        if let Some(known) = series.iter().find(|s| s.is(method, status)) {
+            known.record(latency);
+            return;
+        }
+        let status_text = itoa::Buffer::new().format(status).to_owned();
         let labels = [
             ("method", method),
             ("route", route),
-            ("status", status.as_str()),
+            ("status", status_text.as_str()),
         ];
-        self.counter("http_requests_total", &labels).increment(1);
-        self.histogram("http_request_duration_seconds", &labels)
-            .record(latency.as_secs_f64());
+        let new = RequestSeries {
+            method: method.into(),
+            status,
+            count: self.counter("http_requests_total", &labels),
+            duration: self.histogram("http_request_duration_seconds", &labels),
+        };
+        new.record(latency);
+        series.push(new);
     }
 
     /// The registry in Prometheus text format.
     pub fn render(&self) -> String {
-        self.handle.render()
+        self.inner.handle.render()
     }
 
     /// Drains histogram buffers; run periodically so memory stays flat between scrapes.
     pub fn run_upkeep(&self) {
-        self.handle.run_upkeep();
+        self.inner.handle.run_upkeep();
     }
 }
 
@@ -130,5 +198,28 @@ mod tests {
             text.contains("http_request_duration_seconds_bucket"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn repeated_requests_add_to_their_own_series() {
+        let m = Metrics::new();
+        for (method, route, status) in [
+            ("GET", "/health", 200),
+            ("GET", "/health", 200),
+            ("POST", "/health", 405),
+            ("GET", "/queue/status", 200),
+            ("GET", "/health", 200),
+        ] {
+            m.record_request(method, route, status, Duration::from_millis(1));
+        }
+        let text = m.render();
+        for expected in [
+            r#"http_requests_total{method="GET",route="/health",status="200"} 3"#,
+            r#"http_requests_total{method="POST",route="/health",status="405"} 1"#,
+            r#"http_requests_total{method="GET",route="/queue/status",status="200"} 1"#,
+            r#"http_request_duration_seconds_count{method="GET",route="/health",status="200"} 3"#,
+        ] {
+            assert!(text.contains(expected), "{expected} in {text}");
+        }
     }
 }
