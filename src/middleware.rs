@@ -4,23 +4,31 @@
 //! response carries it; CORS sits outside everything that can refuse a request, so a browser can
 //! read a 429 or a 503; wrong-method answers from the router are rewritten into the JSON error of
 //! the contract. Nothing here buffers or times out a response body, so streams stay streams.
+//!
+//! Every request passes through all of these, so they avoid per-request work that the answer
+//! does not need: the security headers are added by one plain function, and the metrics layer
+//! is a hand-written service whose future wraps the inner one without boxing or cloning the
+//! rest of the stack (which `axum::middleware::from_fn` does for each request).
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use tower::ServiceBuilder;
+use pin_project_lite::pin_project;
+use tower::{Layer, Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{
-    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
+use uuid::Uuid;
 
 use crate::config::CorsOrigins;
 use crate::error::ApiError;
@@ -32,35 +40,50 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Route label for requests that matched no route (keeps metric cardinality bounded).
 const UNMATCHED_ROUTE: &str = "unmatched";
 
+/// Method label for methods outside [`KNOWN_METHODS`] (keeps metric cardinality bounded).
+const OTHER_METHOD: &str = "other";
+
+/// Methods that get their own metric label.
+static KNOWN_METHODS: [Method; 9] = [
+    Method::GET,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+    Method::HEAD,
+    Method::OPTIONS,
+    Method::CONNECT,
+    Method::PATCH,
+    Method::TRACE,
+];
+
+/// Headers added to every response that does not set them itself.
+const SECURITY_HEADERS: [(HeaderName, HeaderValue); 5] = [
+    (
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    ),
+    (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+    (
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    ),
+    (
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    ),
+    (
+        HeaderName::from_static("cross-origin-resource-policy"),
+        HeaderValue::from_static("same-site"),
+    ),
+];
+
 /// Wraps `router` in the shared layers.
 pub fn apply<S>(router: Router<S>, cors: &CorsOrigins, metrics: Metrics) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    let security_headers = ServiceBuilder::new()
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_FRAME_OPTIONS,
-            HeaderValue::from_static("DENY"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            HeaderName::from_static("cross-origin-resource-policy"),
-            HeaderValue::from_static("same-site"),
-        ));
-
     let layers = ServiceBuilder::new()
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, NewRequestUuid))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(make_span)
@@ -68,32 +91,40 @@ where
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(cors_layer(cors))
-        .layer(security_headers)
-        .layer(middleware::from_fn_with_state(metrics, record_metrics))
+        .map_response(add_security_headers)
+        .layer(RecordMetricsLayer { metrics })
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("handler panicked".into()).into_response()
         }))
-        .layer(middleware::from_fn(json_method_not_allowed));
+        .map_response(json_method_not_allowed);
     router.layer(layers)
 }
 
+/// The span of one request. Field values are computed only when the span is enabled, so with
+/// `RUST_LOG` above `info` this costs a level check.
 fn make_span(request: &Request) -> tracing::Span {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
-    let request_id = request
-        .extensions()
-        .get::<RequestId>()
-        .and_then(|id| id.header_value().to_str().ok())
-        .unwrap_or("-");
     tracing::info_span!(
         "request",
         method = %request.method(),
-        route,
+        route = route_of(request),
         path = %request.uri().path(),
-        request_id,
+        request_id = request_id_of(request),
     )
+}
+
+fn route_of(request: &Request) -> &str {
+    request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(UNMATCHED_ROUTE, MatchedPath::as_str)
+}
+
+fn request_id_of(request: &Request) -> &str {
+    request
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
+        .unwrap_or("-")
 }
 
 fn cors_layer(origins: &CorsOrigins) -> CorsLayer {
@@ -117,24 +148,29 @@ fn cors_layer(origins: &CorsOrigins) -> CorsLayer {
         .max_age(std::time::Duration::from_secs(600))
 }
 
-async fn record_metrics(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let response = next.run(request).await;
-    let route = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
-    metrics.record_request(
-        method.as_str(),
-        route,
-        response.status().as_u16(),
-        started.elapsed(),
-    );
+/// Ids for requests that come without one: a random UUID v4, formatted on the stack (tower-http's
+/// `MakeRequestUuid` goes through a `String` and the formatting machinery for each request).
+#[derive(Clone, Copy)]
+struct NewRequestUuid;
+
+impl MakeRequestId for NewRequestUuid {
+    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
+        let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+        let text = Uuid::new_v4().hyphenated().encode_lower(&mut text);
+        HeaderValue::from_str(text).ok().map(RequestId::new)
+    }
+}
+
+fn add_security_headers<B>(mut response: Response<B>) -> Response<B> {
+    let headers = response.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        headers.entry(name).or_insert(value);
+    }
     response
 }
 
 /// The router answers a known path with a wrong method by an empty 405; give it the JSON body.
-async fn json_method_not_allowed(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+fn json_method_not_allowed(response: Response) -> Response {
     if response.status() != StatusCode::METHOD_NOT_ALLOWED || is_json(&response) {
         return response;
     }
@@ -147,4 +183,92 @@ fn is_json(response: &Response) -> bool {
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+}
+
+/// Counts each answered request and records its latency, by method, route template and status.
+#[derive(Clone)]
+struct RecordMetricsLayer {
+    metrics: Metrics,
+}
+
+impl<S> Layer<S> for RecordMetricsLayer {
+    type Service = RecordMetrics<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RecordMetrics {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct RecordMetrics<S> {
+    inner: S,
+    metrics: Metrics,
+}
+
+impl<S, B> Service<Request> for RecordMetrics<S>
+where
+    S: Service<Request, Response = Response<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = RecordMetricsFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let method = KNOWN_METHODS
+            .iter()
+            .find(|known| *known == request.method())
+            .map_or(OTHER_METHOD, Method::as_str);
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        RecordMetricsFuture {
+            inner: self.inner.call(request),
+            metrics: self.metrics.clone(),
+            method,
+            route,
+            started: Instant::now(),
+        }
+    }
+}
+
+pin_project! {
+    /// The inner response future; records the request when it completes with a response.
+    struct RecordMetricsFuture<F> {
+        #[pin]
+        inner: F,
+        metrics: Metrics,
+        method: &'static str,
+        route: Option<MatchedPath>,
+        started: Instant,
+    }
+}
+
+impl<F, B, E> Future for RecordMetricsFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        if let Ok(response) = &result {
+            let route = this
+                .route
+                .as_ref()
+                .map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
+            this.metrics.record_request(
+                this.method,
+                route,
+                response.status().as_u16(),
+                this.started.elapsed(),
+            );
+        }
+        Poll::Ready(result)
+    }
 }
