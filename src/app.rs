@@ -48,9 +48,22 @@ pub enum StartupError {
     },
 }
 
-/// Everything handlers share. Clone freely.
+/// Everything handlers share, behind one `Arc`: axum clones the state for every request (for
+/// the handler and again for each `State` extractor), so a clone is one reference-count
+/// increment rather than one per component. Fields are reached through `Deref`.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Components>);
+
+impl std::ops::Deref for AppState {
+    type Target = Components;
+
+    fn deref(&self) -> &Components {
+        &self.0
+    }
+}
+
+/// The components of [`AppState`].
+pub struct Components {
     /// Validated configuration.
     pub config: Arc<Config>,
     /// This server's metric registry.
@@ -93,7 +106,7 @@ impl AppState {
             component: "compute pool",
             message: err.to_string(),
         })?;
-        Ok(Self {
+        Ok(Self(Arc::new(Components {
             config: Arc::new(config),
             metrics,
             events,
@@ -104,7 +117,7 @@ impl AppState {
             auth,
             queue,
             compute,
-        })
+        })))
     }
 
     /// Sets the gauges that mirror store sizes; called when `/metrics` is scraped.
