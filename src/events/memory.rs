@@ -53,7 +53,8 @@ impl MemoryEventBus {
 
 impl EventBus for MemoryEventBus {
     fn publish(&self, event: NewEvent) -> u64 {
-        let timestamp = clock::now_rfc3339();
+        // Serialized before the lock, so publishers on other threads wait only for the id.
+        let body = event.to_body(&clock::now_rfc3339());
         let mut inner = self.lock();
         // Id assignment, retention and sending happen under one lock so every subscriber sees
         // ids in order and a new subscription's replay meets its live stream exactly.
@@ -61,7 +62,7 @@ impl EventBus for MemoryEventBus {
         inner.last_id = id;
         let event = Event {
             id,
-            data: event.to_data(id, &timestamp).into(),
+            data: body.with_id(id),
         };
         if self.replay_capacity > 0 {
             if inner.retained.len() == self.replay_capacity {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use futures_util::stream::{self, BoxStream};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 pub use memory::{LIVE_BUFFER, MemoryEventBus};
 pub use notifier::{demo_notification, run_notifier};
@@ -46,53 +46,80 @@ impl Level {
 }
 
 /// An event to publish; the bus adds `id` and `timestamp`.
+///
+/// The fields are a short list under static names rather than a JSON map: an event is built for
+/// every enqueue, dequeue and login, and a map would allocate each key and tree node only to be
+/// serialized once and dropped.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
-    fields: Map<String, Value>,
+    fields: Vec<(&'static str, Value)>,
 }
 
 impl NewEvent {
     /// A periodic notification: `{"type", "message"}`.
     pub fn notification(level: Level, message: impl Into<String>) -> Self {
-        let mut fields = Map::new();
-        fields.insert(
-            "type".into(),
-            serde_json::to_value(level).unwrap_or(Value::Null),
-        );
-        fields.insert("message".into(), Value::String(message.into()));
+        let mut fields = Vec::with_capacity(8);
+        fields.push(("type", serde_json::to_value(level).unwrap_or(Value::Null)));
+        fields.push(("message", Value::String(message.into())));
         Self { fields }
     }
 
     /// An application event such as `queue.enqueued`: a notification with an `event` field.
     pub fn app(event: &'static str, level: Level, message: impl Into<String>) -> Self {
-        let mut new = Self::notification(level, message);
-        new.fields
-            .insert("event".into(), Value::String(event.into()));
-        new
+        Self::notification(level, message).with("event", event)
     }
 
-    /// Adds a field to the event's JSON; never use it for secrets (tokens, passwords).
+    /// Adds a field to the event's JSON, replacing one of the same name; never use it for
+    /// secrets (tokens, passwords).
     pub fn with(mut self, key: &'static str, value: impl Serialize) -> Self {
         let value = serde_json::to_value(value).unwrap_or(Value::Null);
-        self.fields.insert(key.into(), value);
+        match self.fields.iter_mut().find(|(name, _)| *name == key) {
+            Some(field) => field.1 = value,
+            None => self.fields.push((key, value)),
+        }
         self
     }
 
     /// The `event` name, if this is an application event.
     pub fn name(&self) -> Option<&str> {
-        self.fields.get("event").and_then(Value::as_str)
+        self.field("event").and_then(Value::as_str)
     }
 
-    /// Serializes the event as sent in `data:`, in the contract's order: `id`, `type`,
-    /// `message`, `event`, any other fields, `timestamp`. The bus owns `id` and `timestamp`, so
-    /// fields of those names are left out rather than sent twice.
-    fn to_data(&self, id: u64, timestamp: &str) -> String {
-        serde_json::to_string(&EventData {
-            id,
-            fields: &self.fields,
+    fn field(&self, key: &str) -> Option<&Value> {
+        self.fields
+            .iter()
+            .find(|(name, _)| *name == key)
+            .map(|(_, value)| value)
+    }
+
+    /// Serializes the event as sent in `data:`, except for its id, in the contract's order:
+    /// `type`, `message`, `event`, the other fields in the order they were added, `timestamp`.
+    /// The bus owns `id` and `timestamp`, so fields of those names are left out rather than
+    /// sent twice. The bus serializes before it takes its lock and adds the id under it, with
+    /// [`EventBody::with_id`].
+    fn to_body(&self, timestamp: &str) -> EventBody {
+        let json = serde_json::to_string(&EventData {
+            event: self,
             timestamp,
         })
-        .expect("a map with string keys and JSON values always serializes")
+        .expect("string keys and JSON values always serialize");
+        EventBody(json)
+    }
+}
+
+/// An event's JSON object without its `id`; it always has at least the `timestamp` member.
+struct EventBody(String);
+
+impl EventBody {
+    /// The complete `data:` JSON, `{"id":<id>,...}`: the id written first, as the contract shows.
+    fn with_id(&self, id: u64) -> Arc<str> {
+        let members = self.0.strip_prefix('{').unwrap_or(&self.0);
+        let mut data = String::with_capacity(self.0.len() + 28);
+        data.push_str("{\"id\":");
+        data.push_str(itoa::Buffer::new().format(id));
+        data.push(',');
+        data.push_str(members);
+        data.into()
     }
 }
 
@@ -101,10 +128,9 @@ const LEADING_FIELDS: [&str; 3] = ["type", "message", "event"];
 /// Fields the bus writes itself.
 const BUS_FIELDS: [&str; 2] = ["id", "timestamp"];
 
-/// The `data:` JSON of one event, borrowed from its parts.
+/// The `data:` JSON of one event but its id, borrowed from its parts.
 struct EventData<'a> {
-    id: u64,
-    fields: &'a Map<String, Value>,
+    event: &'a NewEvent,
     timestamp: &'a str,
 }
 
@@ -112,15 +138,13 @@ impl Serialize for EventData<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("id", &self.id)?;
         for key in LEADING_FIELDS {
-            if let Some(value) = self.fields.get(key) {
+            if let Some(value) = self.event.field(key) {
                 map.serialize_entry(key, value)?;
             }
         }
-        for (key, value) in self.fields {
-            let key = key.as_str();
-            if !LEADING_FIELDS.contains(&key) && !BUS_FIELDS.contains(&key) {
+        for (key, value) in &self.event.fields {
+            if !LEADING_FIELDS.contains(key) && !BUS_FIELDS.contains(key) {
                 map.serialize_entry(key, value)?;
             }
         }
