@@ -81,6 +81,8 @@ fn healthcheck() -> ExitCode {
 
 /// Worker mode: no configuration, no runtime, no logging; just the computation and its reply.
 fn fib_worker() -> ExitCode {
+    // A single-threaded process: this lowers the whole worker below the server's threads.
+    backflow::compute::priority::lower_current_thread();
     let mut stdout = std::io::stdout().lock();
     match child::worker_main(std::env::args_os().skip(2), &mut stdout) {
         Ok(()) => ExitCode::SUCCESS,

@@ -20,6 +20,7 @@
 pub mod child;
 pub mod fib;
 mod pool;
+pub mod priority;
 mod stats;
 
 use std::path::PathBuf;

@@ -32,6 +32,8 @@ pub fn build_rayon_pool(threads: usize) -> Result<rayon::ThreadPool, rayon::Thre
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|index| format!("{RAYON_THREAD_PREFIX}{index}"))
+        // The runtime's threads answer requests; the pool gets the CPU they leave.
+        .start_handler(|_| super::priority::lower_current_thread())
         // Without a handler a panicking job aborts the process; here its request gets a 500.
         .panic_handler(|_| tracing::error!("a rayon job panicked"))
         .build()
