@@ -1,45 +1,88 @@
 //! SSE scale probe: opens N event streams to a running BackFlow, measures the server's resident
-//! memory per connection, then publishes one application event (an enqueue) and measures how
-//! long it takes to reach every stream.
+//! memory per connection, then publishes application events (enqueues) one at a time and
+//! measures how long each takes to reach every stream, and how much CPU the server spends
+//! delivering them.
 //!
-//! Connections are raw HTTP/1.1 over tokio sockets, so the probe itself stays light enough to
-//! hold ten thousand streams on a small machine.
+//! Connections are raw HTTP/1.1 over tokio sockets, and each stream is scanned as bytes for the
+//! event's marker (no line or string allocation), so the probe stays light enough to hold ten
+//! thousand streams on the same small machine as the server without slowing the delivery it
+//! measures more than necessary.
 //!
-//! Run: `cargo run --release --example sse_scale -- <host:port> <server-pid> <connections>`
+//! Run: `cargo run --release --example sse_scale -- <host:port> <server-pid> <connections> [events]`
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Barrier, mpsc};
 
-const MARKER_PREFIX: &str = "sse-scale-";
+/// How long to wait after the last stream opened before reading the server's memory.
+const SETTLE: Duration = Duration::from_secs(2);
+/// Pause between two published events, so each fan-out is measured on its own.
+const BETWEEN_EVENTS: Duration = Duration::from_millis(500);
+/// Longest wait for one event to reach every stream.
+const DEADLINE: Duration = Duration::from_secs(30);
 
+/// The server's resident memory (VmRSS) in KiB.
 fn rss_kib(pid: u32) -> u64 {
+    status_field(pid, "VmRSS:")
+}
+
+fn status_field(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {
             status
                 .lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
 }
 
+/// The server's user plus system CPU time, in clock ticks (1/100 s).
+fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // The fields after the command name, which is in parentheses and may hold spaces.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: u64 = fields.get(11)?.parse().ok()?;
+            let stime: u64 = fields.get(12)?.parse().ok()?;
+            Some(utime + stime)
+        })
+        .unwrap_or(0)
+}
+
+fn marker(prefix: &str, event: usize) -> Vec<u8> {
+    format!("{prefix}-e{event}.").into_bytes()
+}
+
+/// Whether `window` holds `needle`.
+fn contains(window: &[u8], needle: &[u8]) -> bool {
+    window.windows(needle.len()).any(|w| w == needle)
+}
+
+/// One stream: connects, waits for the "connected" message, then reports when each event's
+/// marker arrives, in order.
 async fn open_stream(
     addr: String,
+    prefix: String,
+    events: usize,
     connected: Arc<AtomicUsize>,
     ready: Arc<Barrier>,
-    marker: String,
-    done: mpsc::Sender<Instant>,
+    received: mpsc::UnboundedSender<(usize, Instant)>,
 ) {
-    let Ok(mut socket) = TcpStream::connect(&addr).await else {
-        ready.wait().await;
-        return;
+    let mut socket = match TcpStream::connect(&addr).await {
+        Ok(socket) => socket,
+        Err(_) => {
+            ready.wait().await;
+            return;
+        }
     };
     let request =
         format!("GET /notifications HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
@@ -47,92 +90,148 @@ async fn open_stream(
         ready.wait().await;
         return;
     }
-    let mut lines = BufReader::new(socket).lines();
-    // Wait for the "connected" event before counting this stream as open.
-    while let Ok(Some(line)) = lines.next_line().await {
-        if line.contains("Connected to notification stream") {
-            connected.fetch_add(1, Ordering::Relaxed);
-            break;
+    let mut buffer = [0u8; 4096];
+    // The unread tail of the previous read, so a marker split across two reads is still found.
+    let mut window: Vec<u8> = Vec::with_capacity(buffer.len() + 64);
+    let mut waiting_for = marker(&prefix, 0);
+    let connected_text = b"Connected to notification stream";
+    let mut next_event: Option<usize> = None;
+    loop {
+        let n = match socket.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let at = Instant::now();
+        window.extend_from_slice(&buffer[..n]);
+        match next_event {
+            None if contains(&window, connected_text) => {
+                connected.fetch_add(1, Ordering::Relaxed);
+                ready.wait().await;
+                next_event = Some(0);
+                window.clear();
+            }
+            Some(event) if contains(&window, &waiting_for) => {
+                let _ = received.send((event, at));
+                if event + 1 == events {
+                    break;
+                }
+                next_event = Some(event + 1);
+                waiting_for = marker(&prefix, event + 1);
+                window.clear();
+            }
+            _ => {
+                let keep = window.len().saturating_sub(64);
+                window.drain(..keep);
+            }
         }
     }
-    ready.wait().await;
-    while let Ok(Some(line)) = lines.next_line().await {
-        if line.contains(&marker) {
-            let _ = done.send(Instant::now()).await;
-            break;
-        }
+    if next_event.is_none() {
+        ready.wait().await;
     }
+}
+
+async fn publish(addr: &str, task: &str) -> std::io::Result<()> {
+    let mut publisher = TcpStream::connect(addr).await?;
+    let body = format!(r#"{{"task":"{task}","priority":0}}"#);
+    let request = format!(
+        "POST /enqueue HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    publisher.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::new();
+    publisher.read_to_end(&mut answer).await?;
+    Ok(())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1))
+        .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, addr, pid, n] = args.as_slice() else {
-        eprintln!("usage: sse_scale <host:port> <server-pid> <connections>");
-        std::process::exit(2);
+    let (addr, pid, n, events) = match args.as_slice() {
+        [_, addr, pid, n] => (addr.clone(), pid.parse::<u32>()?, n.parse::<usize>()?, 5),
+        [_, addr, pid, n, events] => (
+            addr.clone(),
+            pid.parse::<u32>()?,
+            n.parse::<usize>()?,
+            events.parse::<usize>()?,
+        ),
+        _ => {
+            eprintln!("usage: sse_scale <host:port> <server-pid> <connections> [events]");
+            std::process::exit(2);
+        }
     };
-    let pid: u32 = pid.parse()?;
-    let n: usize = n.parse()?;
-    let marker = format!("{MARKER_PREFIX}{}", std::process::id());
+    let prefix = format!("sse-scale-{}", std::process::id());
 
     let rss_before = rss_kib(pid);
     let connected = Arc::new(AtomicUsize::new(0));
     let ready = Arc::new(Barrier::new(n + 1));
-    let (done_tx, mut done_rx) = mpsc::channel(n.max(1));
+    let (received_tx, mut received_rx) = mpsc::unbounded_channel();
     let opened = Instant::now();
     for _ in 0..n {
         tokio::spawn(open_stream(
             addr.clone(),
+            prefix.clone(),
+            events,
             connected.clone(),
             ready.clone(),
-            marker.clone(),
-            done_tx.clone(),
+            received_tx.clone(),
         ));
     }
-    drop(done_tx);
+    drop(received_tx);
     ready.wait().await;
     let open_time = opened.elapsed();
     let open = connected.load(Ordering::Relaxed);
-    // Let allocator and socket buffers settle before reading the server's memory.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(SETTLE).await;
     let rss_after = rss_kib(pid);
 
-    let mut publisher = TcpStream::connect(addr).await?;
-    let body = format!(r#"{{"task":"{marker}","priority":0}}"#);
-    let request = format!(
-        "POST /enqueue HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let sent = Instant::now();
-    publisher.write_all(request.as_bytes()).await?;
-
-    let mut latencies: Vec<Duration> = Vec::with_capacity(open);
-    let deadline = tokio::time::sleep(Duration::from_secs(30));
-    tokio::pin!(deadline);
-    while latencies.len() < open {
-        tokio::select! {
-            got = done_rx.recv() => match got {
-                Some(at) => latencies.push(at.saturating_duration_since(sent)),
-                None => break,
-            },
-            () = &mut deadline => break,
+    let mut latencies: Vec<Duration> = Vec::with_capacity(open * events);
+    let mut cpu_ticks_spent = 0;
+    let mut complete_events = 0;
+    for event in 0..events {
+        let cpu_before = cpu_ticks(pid);
+        let sent = Instant::now();
+        publish(&addr, &format!("{prefix}-e{event}.")).await?;
+        let deadline = tokio::time::sleep(DEADLINE);
+        tokio::pin!(deadline);
+        let mut got = 0;
+        while got < open {
+            tokio::select! {
+                delivery = received_rx.recv() => match delivery {
+                    Some((e, at)) if e == event => {
+                        latencies.push(at.saturating_duration_since(sent));
+                        got += 1;
+                    }
+                    Some(_) => {}
+                    None => break,
+                },
+                () = &mut deadline => break,
+            }
         }
+        cpu_ticks_spent += cpu_ticks(pid) - cpu_before;
+        if got == open {
+            complete_events += 1;
+        }
+        tokio::time::sleep(BETWEEN_EVENTS).await;
     }
     latencies.sort();
-    let pct = |p: f64| -> f64 {
-        latencies
-            .get(((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1))
-            .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
-    };
     let per_conn = (rss_after.saturating_sub(rss_before) as f64 * 1024.0) / open.max(1) as f64;
+    let deliveries = latencies.len().max(1) as f64;
     println!(
-        "{{\"requested\":{n},\"open\":{open},\"openSeconds\":{:.2},\"rssBeforeKiB\":{rss_before},\"rssAfterKiB\":{rss_after},\
-\"bytesPerConnection\":{per_conn:.0},\"received\":{},\"fanoutP50Ms\":{:.1},\"fanoutP99Ms\":{:.1},\"fanoutMaxMs\":{:.1}}}",
+        "{{\"requested\":{n},\"open\":{open},\"openSeconds\":{:.2},\"rssBeforeKiB\":{rss_before},\
+\"rssAfterKiB\":{rss_after},\"bytesPerConnection\":{per_conn:.0},\"events\":{events},\
+\"eventsReachingAll\":{complete_events},\"deliveries\":{},\"fanoutP50Ms\":{:.1},\"fanoutP99Ms\":{:.1},\
+\"fanoutMaxMs\":{:.1},\"serverCpuMicrosPerDelivery\":{:.1}}}",
         open_time.as_secs_f64(),
         latencies.len(),
-        pct(0.50),
-        pct(0.99),
-        pct(1.0),
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 1.0),
+        cpu_ticks_spent as f64 * 10_000.0 / deliveries,
     );
     Ok(())
 }
