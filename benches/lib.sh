@@ -49,9 +49,9 @@ new_data_dir() {
   echo "$dir"
 }
 
-# start_backflow PORT [VAR=value ...]: starts the release binary with a bench configuration
-# (logs at warn unless RUST_LOG is given); later VAR=value pairs override the defaults. Sets
-# LAST_PID.
+# start_backflow PORT [VAR=value ...]: starts the release binary (or $BACKFLOW_BIN, to compare
+# another build) with a bench configuration (logs at warn unless RUST_LOG is given); later
+# VAR=value pairs override the defaults. Sets LAST_PID.
 start_backflow() {
   local port=$1; shift
   local data_dir
