@@ -3,7 +3,11 @@
 //! dedicated rayon pool and in a child process. The pool figures include admission, the hop to
 //! the thread and back (or the process start, pipe and reap), which is what a request pays.
 //!
-//! Run with `cargo bench --bench compute` (add `-- --quick` for a short run).
+//! `fib/overhead/*` runs `fib(0)`: no computation, so the figure is what each method costs by
+//! itself (for a child: process start, exec, the reply on the pipe and the reap).
+//!
+//! Run with `cargo bench --bench compute` (add `-- --quick` for a short run, or a filter such
+//! as `fib/35` or `overhead`).
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -13,7 +17,7 @@ use backflow::compute::fib::{fib, fib_cancellable};
 use backflow::compute::{ComputeMethod, ComputePool, ComputeSettings};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
-const INPUTS: [u32; 2] = [25, 30];
+const INPUTS: [u32; 3] = [25, 30, 35];
 
 fn compute_methods(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -33,7 +37,25 @@ fn compute_methods(c: &mut Criterion) {
         .sample_size(20)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
+    for method in [
+        ComputeMethod::SpawnBlocking,
+        ComputeMethod::Rayon,
+        ComputeMethod::ChildProcess,
+    ] {
+        group.bench_function(BenchmarkId::new("overhead", method.as_str()), |b| {
+            b.to_async(&runtime).iter(|| async {
+                pool.run(method, black_box(0))
+                    .await
+                    .expect("the job completes")
+                    .result
+            });
+        });
+    }
     for n in INPUTS {
+        if n >= 35 {
+            // A few hundred milliseconds per sample: criterion's minimum sample count is enough.
+            group.sample_size(10);
+        }
         group.bench_with_input(BenchmarkId::new("in_process", n), &n, |b, &n| {
             b.iter(|| fib(black_box(n)));
         });
