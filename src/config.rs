@@ -181,7 +181,7 @@ pub struct Config {
     pub heavy_worker_threads: usize,
     /// `HEAVY_MAX_INFLIGHT`: heavy jobs running plus waiting.
     pub heavy_max_inflight: usize,
-    /// `HEAVY_TIMEOUT_SECONDS`: per-job deadline (milliseconds precision is kept for tests).
+    /// `HEAVY_TIMEOUT_SECONDS`: per-job deadline (a `Duration`, so tests can set less than a second).
     pub heavy_timeout: Duration,
     /// `CHILD_MAX_N`: largest `n` of `/heavy-task-child`.
     pub child_max_n: u32,
