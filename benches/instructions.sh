@@ -6,7 +6,8 @@
 # so it tells whether a change made the server cheaper even on a busy shared box. It leaves out
 # the kernel's share (sockets, scheduling), which is the same for every route.
 #
-# Usage: benches/instructions.sh        (REQUESTS=5000 per route by default; needs valgrind)
+# Usage: benches/instructions.sh        (REQUESTS=5000 per route by default; needs valgrind;
+#        BACKFLOW_BIN=path/to/another/build compares another build against the same floor)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 REQUESTS=${REQUESTS:-5000}
@@ -66,7 +67,7 @@ count floor "bare axum /health (floor)" /health
 stop
 
 DATA_DIR=$(new_data_dir)
-start_under_callgrind backflow "$ROOT/target/release/backflow" RUST_LOG=warn DATA_DIR="$DATA_DIR" \
+start_under_callgrind backflow "${BACKFLOW_BIN:-$ROOT/target/release/backflow}" RUST_LOG=warn DATA_DIR="$DATA_DIR" \
   JWT_SECRET=bench-secret-bench-secret-bench-secret QUEUE_CAPACITY=100000000 LOGIN_MAX_PER_MINUTE=1000000
 TOKEN=$(curl -fsS -X POST "http://127.0.0.1:$PORT/login" -H 'content-type: application/json' \
   -d '{"username":"admin","password":"admin123"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')

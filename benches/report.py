@@ -153,6 +153,7 @@ for row in rows:
         print(f"errors on {row['route']}: {', '.join(row['error_kinds'])}")
 print()
 print(f"GET /health probed at {args.probe_rate}/s (4 connections, latency corrected):")
+print()
 print("| server | p50 ms | p99 ms | ok / non-2xx / errors |")
 print("|---|---:|---:|---|")
 for label, run in [
@@ -164,6 +165,7 @@ for label, run in [
         f"| {label} | {run['p50_ms']:.2f} | {run['p99_ms']:.2f} | "
         f"{run['ok']} / {run['non_2xx']} / {run['errors']} |"
     )
+print()
 print(
     f"heavy load meanwhile: {heavy['rps']:.1f} jobs/s, {heavy['ok']} ok, "
     f"{heavy['non_2xx']} non-2xx, {heavy['errors']} errors"
@@ -201,9 +203,9 @@ parts = [
     f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
     f'font-family="sans-serif" font-size="13">',
     f'<rect width="{width}" height="{height}" fill="#fff"/>',
-    f'<text x="{left}" y="22" font-size="15" font-weight="bold">Requests/s at '
-    f"{args.connections} connections (median of {args.rounds} rounds)</text>",
-    f'<text x="{left}" y="40" fill="#555">percentage: median ratio to the bare axum floor '
+    f'<text x="12" y="22" font-size="15" font-weight="bold">Requests/s at '
+    f"{args.connections} connections, median of {args.rounds} rounds</text>",
+    f'<text x="12" y="40" fill="#555">in parentheses: median ratio to the bare axum floor '
     f"of the same round; dashed line: 80 % of the floor</text>",
 ]
 for i, row in enumerate(rows):
