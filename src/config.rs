@@ -163,6 +163,9 @@ pub struct Config {
     pub body_limit_bytes: usize,
     /// `SHUTDOWN_TIMEOUT_SECONDS`: how long in-flight requests may run after a stop signal.
     pub shutdown_timeout: Duration,
+    /// `HEADER_READ_TIMEOUT_SECONDS`: longest wait for a request's headers, which is also how
+    /// long an idle keep-alive connection stays open.
+    pub header_read_timeout: Duration,
     /// `DATA_DIR`: where snapshots are written and read.
     pub data_dir: PathBuf,
     /// `STREAM_MAX_ITEMS`: cap on `totalItems` of `/stream`.
@@ -316,6 +319,11 @@ impl Config {
                 "SHUTDOWN_TIMEOUT_SECONDS",
                 0..=3600,
                 10,
+            )?),
+            header_read_timeout: Duration::from_secs(env.int(
+                "HEADER_READ_TIMEOUT_SECONDS",
+                1..=3600,
+                30,
             )?),
             data_dir: env
                 .get("DATA_DIR")

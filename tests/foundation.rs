@@ -3,6 +3,7 @@
 mod common;
 
 use common::{error_body, spawn_app, spawn_app_with};
+use std::time::Duration;
 
 #[tokio::test]
 async fn unknown_route_is_a_json_404() {
@@ -196,4 +197,41 @@ fn production_refuses_a_weak_secret() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("JWT_SECRET"), "{stderr}");
+}
+
+#[tokio::test]
+async fn one_connection_serves_request_after_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let mut socket = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    socket
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), socket.read_to_string(&mut answer))
+        .await
+        .expect("the server closes after the second answer")
+        .unwrap();
+    assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 2, "{answer}");
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(&[("HEADER_READ_TIMEOUT_SECONDS", "1")]).await;
+    let mut socket = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    socket
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the connection is still open after 10 s");
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("200 OK"),
+        "an unfinished request was answered"
+    );
+    // The server itself is unaffected.
+    assert_eq!(app.get("/health").await.status(), 200);
 }
