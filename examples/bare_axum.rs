@@ -22,6 +22,11 @@ use futures_util::stream::{self, Stream, StreamExt};
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 
+/// The same allocator as BackFlow's binary, so the floor differs from it only by the code.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Messages a stream may fall behind by, as on BackFlow.
 const LIVE_BUFFER: usize = 1024;
 

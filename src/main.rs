@@ -17,6 +17,13 @@ use backflow::{Config, server, telemetry};
 /// How long the exit waits for blocking-pool threads still winding down after the drain.
 const RUNTIME_EXIT_GRACE: Duration = Duration::from_secs(1);
 
+/// jemalloc instead of the system allocator: it keeps no header beside each block, so the part
+/// of a connection's buffers that is never written (most of them on an event stream) costs no
+/// resident memory, and it allocates with fewer instructions.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         None | Some("serve") => serve(),
