@@ -64,10 +64,11 @@ start_backflow() {
   wait_healthy "$port"
 }
 
-# start_floor PORT: the bare axum example (the floor of the load tests). Sets LAST_PID.
+# start_floor PORT [EXAMPLE]: a floor server built as an example (bare_axum, the floor of the
+# load tests, unless another is named). Sets LAST_PID.
 start_floor() {
-  local port=$1
-  PORT="$port" "$ROOT/target/release/examples/bare_axum" >/dev/null 2>&1 &
+  local port=$1 example=${2:-bare_axum}
+  PORT="$port" "$ROOT/target/release/examples/$example" >/dev/null 2>&1 &
   PIDS+=($!)
   LAST_PID=$!
   wait_healthy "$port"

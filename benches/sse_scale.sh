@@ -2,8 +2,9 @@
 # Opens N concurrent Server-Sent Event streams to a release BackFlow and reports the server's
 # memory per connection, then publishes EVENTS events one at a time and reports how long each
 # took to reach all N streams (p50/p99/max over every delivery) and the server's CPU time per
-# delivery. The same probe first runs against the bare axum floor (a plain `Sse` stream fed by
-# a broadcast channel), so BackFlow's figures come with what axum and the machine give at best.
+# delivery. The same probe first runs against two floors: the machine's (examples/raw_fanout.rs:
+# no framework, one `write` per stream in a single loop) and axum's (a plain `Sse` stream fed by
+# a broadcast channel), so BackFlow's figures come with what the kernel and axum cost at best.
 # The probe runs on the same machine, so its own reading competes with the server.
 #
 # Usage: benches/sse_scale.sh [N] [EVENTS]     (10000 and 5 by default; needs about N + 100
@@ -19,7 +20,7 @@ if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt "$WANT_FDS" ]; then
 fi
 ulimit -n "$WANT_FDS"
 
-cargo build --release --bin backflow --example sse_scale --example bare_axum >&2
+cargo build --release --bin backflow --example sse_scale --example bare_axum --example raw_fanout >&2
 CONDITIONS_BEFORE=$(load_conditions)
 
 # probe NAME PORT PID: runs the probe against one server, then stops that server.
@@ -29,6 +30,10 @@ probe() {
   kill -TERM "$3"
   wait "$3" 2>/dev/null || true
 }
+
+RAW_PORT=$(free_port)
+start_floor "$RAW_PORT" raw_fanout
+probe raw "$RAW_PORT" "$LAST_PID"
 
 FLOOR_PORT=$(free_port)
 start_floor "$FLOOR_PORT"
@@ -44,7 +49,9 @@ import json, os, sys
 print("| server | streams open | RSS before → after | per connection | events reaching all "
       "| fan-out p50 | p99 | max | server CPU per delivery |")
 print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
-for name, label in [("floor", "bare axum Sse + broadcast (floor)"), ("backflow", "BackFlow /notifications")]:
+for name, label in [("raw", "raw writes, no framework (machine floor)"),
+                    ("floor", "bare axum Sse + broadcast (axum floor)"),
+                    ("backflow", "BackFlow /notifications")]:
     r = json.load(open(os.path.join(sys.argv[1], f"sse_scale-{name}.json")))
     print(f"| {label} | {r['open']} of {r['requested']} "
           f"| {r['rssBeforeKiB'] / 1024:.1f} → {r['rssAfterKiB'] / 1024:.1f} MiB "
