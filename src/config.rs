@@ -166,6 +166,8 @@ pub struct Config {
     /// `HEADER_READ_TIMEOUT_SECONDS`: longest wait for a request's headers, which is also how
     /// long an idle keep-alive connection stays open.
     pub header_read_timeout: Duration,
+    /// `TOKEN_CACHE_CAPACITY`: verified tokens remembered (0 verifies every request anew).
+    pub token_cache_capacity: usize,
     /// `DATA_DIR`: where snapshots are written and read.
     pub data_dir: PathBuf,
     /// `STREAM_MAX_ITEMS`: cap on `totalItems` of `/stream`.
@@ -325,6 +327,7 @@ impl Config {
                 1..=3600,
                 30,
             )?),
+            token_cache_capacity: env.int("TOKEN_CACHE_CAPACITY", 0..=1_000_000, 10_000)?,
             data_dir: env
                 .get("DATA_DIR")
                 .map_or_else(|| PathBuf::from("./data"), PathBuf::from),

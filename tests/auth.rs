@@ -327,6 +327,28 @@ async fn tampered_payload_is_refused() {
 }
 
 #[tokio::test]
+async fn tokens_are_checked_alike_with_and_without_the_verified_token_cache() {
+    for capacity in ["10000", "0"] {
+        let app = spawn(&[("TOKEN_CACHE_CAPACITY", capacity)]).await;
+        let token = token_of(&login_admin(&app).await);
+        // Twice: the second request finds the token in the cache when there is one.
+        for _ in 0..2 {
+            let body: Value = protected(&app, &token).await.json().await.expect("JSON");
+            assert_eq!(body["user"]["username"], "admin", "{capacity}");
+        }
+        // A copy differing in one signature character is no cache hit and fails verification
+        // (a character inside the signature: the last one also carries padding bits).
+        let at = token.len() - 10;
+        let flipped = if &token[at..=at] == "A" { "B" } else { "A" };
+        let forged = format!("{}{flipped}{}", &token[..at], &token[at + 1..]);
+        assert_invalid_token(protected(&app, &forged).await).await;
+        // Revocation is checked on every request, cached or not.
+        assert_eq!(logout(&app, &token).await.status(), 200);
+        assert_revoked(protected(&app, &token).await).await;
+    }
+}
+
+#[tokio::test]
 async fn token_signed_with_another_secret_is_refused() {
     let app = spawn(&[]).await;
     let token = sign(

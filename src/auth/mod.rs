@@ -4,7 +4,8 @@
 //! - [`users`]: the configured users and a constant-time credential check;
 //! - [`jwt`]: HS256 tokens with a pinned algorithm and an explicit leeway;
 //! - [`revocation`]: the list of logged-out tokens, bounded by their expiry;
-//! - [`rate_limit`]: the failed-login budget per client.
+//! - [`rate_limit`]: the failed-login budget per client;
+//! - [`verified`]: tokens already verified, so a client's repeated token is checked once.
 //!
 //! The revocation list survives a graceful restart through a snapshot in `DATA_DIR`, and a
 //! background sweep (see [`run_sweeper`]) forgets expired revocations and rested clients.
@@ -13,6 +14,7 @@ pub mod jwt;
 pub mod rate_limit;
 pub mod revocation;
 pub mod users;
+pub mod verified;
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -30,6 +32,7 @@ use jwt::{Claims, LEEWAY_SECONDS, TokenCodec};
 use rate_limit::{LoginRateLimiter, RetryAfter};
 use revocation::{InMemoryRevocationList, Revocation, RevocationList, RevokedToken};
 use users::UserDirectory;
+use verified::VerifiedTokens;
 
 /// File name of the revocation snapshot in `DATA_DIR`.
 pub const REVOCATIONS_FILE: &str = "revocations.json";
@@ -83,6 +86,7 @@ struct RevocationSnapshot {
 pub struct AuthService {
     users: UserDirectory,
     tokens: TokenCodec,
+    verified: VerifiedTokens,
     revocations: Arc<dyn RevocationList>,
     limiter: LoginRateLimiter,
 }
@@ -104,6 +108,7 @@ impl AuthService {
         Self {
             users: UserDirectory::new(&config.auth_users),
             tokens: TokenCodec::new(&config.jwt_secret, config.jwt_ttl),
+            verified: VerifiedTokens::new(config.token_cache_capacity),
             revocations,
             limiter: LoginRateLimiter::new(budget),
         }
@@ -143,10 +148,20 @@ impl AuthService {
         Ok(IssuedToken { token, claims })
     }
 
-    /// The claims of `token` if it is valid and not revoked.
+    /// The claims of `token` if it is valid and not revoked. A token seen before is found in
+    /// the cache of verified tokens instead of being verified again; revocation is checked
+    /// every time.
     pub fn authenticate(&self, token: &str) -> Result<Claims, TokenError> {
-        let claims = self.tokens.verify(token).map_err(|_| TokenError::Invalid)?;
-        if self.revocations.is_revoked(&claims.jti, unix_now()) {
+        let now = unix_now();
+        let claims = match self.verified.get(token, now) {
+            Some(claims) => claims,
+            None => {
+                let claims = self.tokens.verify(token).map_err(|_| TokenError::Invalid)?;
+                self.verified.insert(token, &claims);
+                claims
+            }
+        };
+        if self.revocations.is_revoked(&claims.jti, now) {
             return Err(TokenError::Revoked);
         }
         Ok(claims)
