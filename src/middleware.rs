@@ -6,9 +6,10 @@
 //! the contract. Nothing here buffers or times out a response body, so streams stay streams.
 //!
 //! Every request passes through all of these, so they avoid per-request work that the answer
-//! does not need: the security headers are added by one plain function, and the metrics layer
+//! does not need: the security headers are added by one plain function, the metrics layer
 //! is a hand-written service whose future wraps the inner one without boxing or cloning the
-//! rest of the stack (which `axum::middleware::from_fn` does for each request).
+//! rest of the stack (which `axum::middleware::from_fn` does for each request), and requests
+//! that are not from a browser skip the CORS layer (see [`BrowserCorsLayer`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,10 +20,11 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::future::{Either, FutureExt, Map};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::cors::{self, AllowOrigin, CorsLayer};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
@@ -90,7 +92,7 @@ where
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(cors_layer(cors))
+        .layer(BrowserCorsLayer::new(cors))
         .map_response(add_security_headers)
         .layer(RecordMetricsLayer { metrics })
         .layer(CatchPanicLayer::custom(|_| {
@@ -125,6 +127,87 @@ fn request_id_of(request: &Request) -> &str {
         .get::<RequestId>()
         .and_then(|id| id.header_value().to_str().ok())
         .unwrap_or("-")
+}
+
+/// tower-http's CORS layer, for browsers only: a request with an `Origin` header, and every
+/// `OPTIONS` (a preflight), goes through it; any other request (curl, load testers, other
+/// services) skips it, since CORS headers mean nothing to such a client and building them costs
+/// every request a header map and a second future. Skipping stays safe for caches: when the
+/// allowed origins are a list, the skipped answer still carries the `Vary: origin` the layer
+/// would add, so a shared cache never serves it to a browser. With `*` the layer adds no `Vary`.
+#[derive(Clone)]
+struct BrowserCorsLayer {
+    cors: CorsLayer,
+    vary_origin: bool,
+}
+
+impl BrowserCorsLayer {
+    fn new(origins: &CorsOrigins) -> Self {
+        Self {
+            cors: cors_layer(origins),
+            vary_origin: matches!(origins, CorsOrigins::List(_)),
+        }
+    }
+}
+
+impl<S: Clone> Layer<S> for BrowserCorsLayer {
+    type Service = BrowserCors<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        BrowserCors {
+            cors: self.cors.layer(inner.clone()),
+            inner,
+            vary_origin: self.vary_origin,
+        }
+    }
+}
+
+/// See [`BrowserCorsLayer`].
+#[derive(Clone)]
+struct BrowserCors<S> {
+    cors: cors::Cors<S>,
+    inner: S,
+    vary_origin: bool,
+}
+
+type Answer<B, E> = Result<Response<B>, E>;
+/// What is done to the answer of a request that skipped the CORS layer.
+type Finish<B, E> = fn(Answer<B, E>) -> Answer<B, E>;
+
+impl<S, B> Service<Request> for BrowserCors<S>
+where
+    S: Service<Request, Response = Response<B>>,
+    B: Default,
+{
+    type Response = Response<B>;
+    type Error = S::Error;
+    type Future = Either<cors::ResponseFuture<S::Future>, Map<S::Future, Finish<B, S::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Two clones of one route, which is always ready and reserves nothing, so readying the
+        // one that will not be called costs nothing.
+        std::task::ready!(self.cors.poll_ready(cx))?;
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if request.method() == Method::OPTIONS || request.headers().contains_key(header::ORIGIN) {
+            return Either::Left(self.cors.call(request));
+        }
+        let finish: Finish<B, S::Error> = if self.vary_origin {
+            |answer| {
+                answer.map(|mut response| {
+                    response
+                        .headers_mut()
+                        .append(header::VARY, HeaderValue::from_static("origin"));
+                    response
+                })
+            }
+        } else {
+            |answer| answer
+        };
+        Either::Right(self.inner.call(request).map(finish))
+    }
 }
 
 fn cors_layer(origins: &CorsOrigins) -> CorsLayer {

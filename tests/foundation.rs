@@ -162,6 +162,52 @@ async fn cors_preflight_is_answered() {
     );
 }
 
+#[tokio::test]
+async fn cors_headers_answer_browsers_and_vary_keeps_caches_right() {
+    let listed = spawn_app_with(&[("CORS_ORIGINS", "http://localhost:5173")]).await;
+    let from_browser = listed
+        .client
+        .get(listed.url("/health"))
+        .header("origin", "http://localhost:5173")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(
+        from_browser.headers()["access-control-allow-origin"],
+        "http://localhost:5173"
+    );
+    assert_eq!(
+        from_browser.headers()["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .to_lowercase(),
+        "x-request-id,retry-after,www-authenticate"
+    );
+    assert_eq!(from_browser.headers()["vary"], "origin");
+    // Not from a browser: no CORS headers, but the same Vary, so a cache keeps the two apart.
+    let plain = listed.get("/health").await;
+    assert!(!plain.headers().contains_key("access-control-allow-origin"));
+    assert_eq!(plain.headers()["vary"], "origin");
+
+    let any = spawn_app_with(&[("CORS_ORIGINS", "*")]).await;
+    let from_browser = any
+        .client
+        .get(any.url("/queue/status"))
+        .header("origin", "https://anywhere.example")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(from_browser.headers()["access-control-allow-origin"], "*");
+    // The answer is the same for every origin, so nothing varies.
+    assert!(!from_browser.headers().contains_key("vary"));
+    assert!(
+        !any.get("/queue/status")
+            .await
+            .headers()
+            .contains_key("vary")
+    );
+}
+
 #[test]
 fn bad_configuration_stops_start_up_with_one_line_naming_the_variable() {
     for (var, value) in [
