@@ -150,23 +150,22 @@ impl BrowserCorsLayer {
     }
 }
 
-impl<S: Clone> Layer<S> for BrowserCorsLayer {
+impl<S> Layer<S> for BrowserCorsLayer {
     type Service = BrowserCors<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
         BrowserCors {
-            cors: self.cors.layer(inner.clone()),
-            inner,
+            cors: self.cors.layer(inner),
             vary_origin: self.vary_origin,
         }
     }
 }
 
-/// See [`BrowserCorsLayer`].
+/// See [`BrowserCorsLayer`]. Requests that skip CORS are sent to the service the CORS layer
+/// wraps, so the stack is cloned once per request, as without this layer.
 #[derive(Clone)]
 struct BrowserCors<S> {
     cors: cors::Cors<S>,
-    inner: S,
     vary_origin: bool,
 }
 
@@ -184,10 +183,8 @@ where
     type Future = Either<cors::ResponseFuture<S::Future>, Map<S::Future, Finish<B, S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // Two clones of one route, which is always ready and reserves nothing, so readying the
-        // one that will not be called costs nothing.
-        std::task::ready!(self.cors.poll_ready(cx))?;
-        self.inner.poll_ready(cx)
+        // Readies the wrapped service too, whichever of the two is then called.
+        self.cors.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
@@ -206,7 +203,7 @@ where
         } else {
             |answer| answer
         };
-        Either::Right(self.inner.call(request).map(finish))
+        Either::Right(self.cors.get_mut().call(request).map(finish))
     }
 }
 
