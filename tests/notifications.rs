@@ -350,14 +350,23 @@ async fn connections_over_the_cap_get_503_with_retry_after() {
 }
 
 #[tokio::test]
-async fn an_idle_stream_gets_keep_alive_comments() {
-    let app = spawn_app_with(&[QUIET, ("SSE_KEEPALIVE_SECONDS", "1")]).await;
+async fn an_idle_stream_gets_keep_alive_comments_and_outlives_the_header_deadline() {
+    // The header deadline applies to reading requests, not to a response being streamed: the
+    // second comment, two seconds in, arrives on a stream older than the one-second deadline.
+    let app = spawn_app_with(&[
+        QUIET,
+        ("SSE_KEEPALIVE_SECONDS", "1"),
+        ("HEADER_READ_TIMEOUT_SECONDS", "1"),
+    ])
+    .await;
     let mut response = app.get("/notifications").await;
     let mut received = Vec::new();
     let is_keep_alive = |line: &str| line.starts_with(':') && line.contains("keep-alive");
-    while !String::from_utf8_lossy(&received)
+    while String::from_utf8_lossy(&received)
         .lines()
-        .any(is_keep_alive)
+        .filter(|line| is_keep_alive(line))
+        .count()
+        < 2
     {
         let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk())
             .await
