@@ -169,6 +169,7 @@ struct BrowserCors<S> {
     vary_origin: bool,
 }
 
+/// A response, or the error of the service that should have produced it.
 type Answer<B, E> = Result<Response<B>, E>;
 /// What is done to the answer of a request that skipped the CORS layer.
 type Finish<B, E> = fn(Answer<B, E>) -> Answer<B, E>;
