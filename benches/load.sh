@@ -121,3 +121,9 @@ python3 "$BENCH_DIR/report.py" "$RESULTS" "$ROOT/docs/load.svg" \
   --rounds "$ROUNDS" --connections "$CONNECTIONS" --duration "$DURATION" \
   --heavy-n "$HEAVY_N" --probe-rate "$PROBE_RATE" \
   --conditions "before: $CONDITIONS_BEFORE; after: $CONDITIONS_AFTER"
+
+# The info-level server logged one line per request, hundreds of megabytes per run: keep its
+# size in the record, not the lines.
+INFO_LOG="$RESULTS/backflow-$INFO_PORT.log"
+echo "request log of the RUST_LOG=info server: $(du -h "$INFO_LOG" | cut -f1), removed" >&2
+rm -f "$INFO_LOG"
