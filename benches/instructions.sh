@@ -66,7 +66,7 @@ start_under_callgrind floor "$ROOT/target/release/examples/bare_axum"
 count floor "bare axum /health (floor)" /health
 stop
 
-DATA_DIR=$(new_data_dir)
+new_data_dir; DATA_DIR=$NEW_DIR
 start_under_callgrind backflow "${BACKFLOW_BIN:-$ROOT/target/release/backflow}" RUST_LOG=warn DATA_DIR="$DATA_DIR" \
   JWT_SECRET=bench-secret-bench-secret-bench-secret QUEUE_CAPACITY=100000000 LOGIN_MAX_PER_MINUTE=1000000
 TOKEN=$(curl -fsS -X POST "http://127.0.0.1:$PORT/login" -H 'content-type: application/json' \

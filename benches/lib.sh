@@ -10,15 +10,17 @@ TEMP_DIRS=()
 
 # Stops only the processes this script started (by pid) and removes its data directories.
 cleanup() {
-  for pid in "${PIDS[@]:-}"; do
-    [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true
+  local pid dir
+  for pid in "${PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
   done
   wait 2>/dev/null || true
-  for dir in "${TEMP_DIRS[@]:-}"; do
-    [ -n "$dir" ] && rm -rf "$dir"
+  for dir in "${TEMP_DIRS[@]}"; do
+    rm -rf "$dir"
   done
 }
-trap cleanup EXIT
+# The script's own exit status is kept: the cleanup's is not.
+trap 'status=$?; cleanup; exit "$status"' EXIT
 
 ensure_oha() {
   if ! command -v oha >/dev/null 2>&1; then
@@ -41,12 +43,11 @@ wait_healthy() {
   return 1
 }
 
-# new_data_dir: prints a fresh directory for DATA_DIR, removed on exit.
+# new_data_dir: makes a fresh directory for DATA_DIR, removed on exit, and sets NEW_DIR to it
+# (a variable, not output: in a `$(...)` subshell the directory would not be recorded for removal).
 new_data_dir() {
-  local dir
-  dir="$(mktemp -d)"
-  TEMP_DIRS+=("$dir")
-  echo "$dir"
+  NEW_DIR="$(mktemp -d)"
+  TEMP_DIRS+=("$NEW_DIR")
 }
 
 # start_backflow PORT [VAR=value ...]: starts the release binary (or $BACKFLOW_BIN, to compare
@@ -54,9 +55,8 @@ new_data_dir() {
 # VAR=value pairs override the defaults. Sets LAST_PID.
 start_backflow() {
   local port=$1; shift
-  local data_dir
-  data_dir="$(new_data_dir)"
-  env HOST=127.0.0.1 PORT="$port" RUST_LOG=warn DATA_DIR="$data_dir" \
+  new_data_dir
+  env HOST=127.0.0.1 PORT="$port" RUST_LOG=warn DATA_DIR="$NEW_DIR" \
       JWT_SECRET=bench-secret-bench-secret-bench-secret "$@" \
       "${BACKFLOW_BIN:-$ROOT/target/release/backflow}" >"$RESULTS/backflow-$port.log" 2>&1 &
   PIDS+=($!)

@@ -33,7 +33,7 @@ CONDITIONS_BEFORE=$(load_conditions)
 FLOOR_PORT=$(free_port); start_floor "$FLOOR_PORT"; FLOOR_PID=$LAST_PID
 
 # A queue snapshot in DATA_DIR is restored at start: the fastest way to pre-fill the queue.
-QUEUE_DIR=$(new_data_dir)
+new_data_dir; QUEUE_DIR=$NEW_DIR
 python3 - "$QUEUE_DIR/queue.json" "$PREFILL" <<'EOF'
 import json, sys, uuid
 path, count = sys.argv[1], int(sys.argv[2])
