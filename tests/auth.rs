@@ -336,6 +336,12 @@ async fn tokens_are_checked_alike_with_and_without_the_verified_token_cache() {
             let body: Value = protected(&app, &token).await.json().await.expect("JSON");
             assert_eq!(body["user"]["username"], "admin", "{capacity}");
         }
+        let expected_cached = if capacity == "0" { 0 } else { 1 };
+        assert_eq!(
+            app.state.auth.cached_tokens(),
+            expected_cached,
+            "{capacity}"
+        );
         // A copy differing in one signature character is no cache hit and fails verification
         // (a character inside the signature: the last one also carries padding bits).
         let at = token.len() - 10;

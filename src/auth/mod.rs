@@ -184,6 +184,11 @@ impl AuthService {
         self.tokens.lifetime()
     }
 
+    /// Verified tokens currently cached.
+    pub fn cached_tokens(&self) -> usize {
+        self.verified.len()
+    }
+
     /// Revoked tokens currently remembered (the blacklist size).
     pub fn revoked_count(&self) -> usize {
         self.revocations.len()

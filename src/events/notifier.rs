@@ -88,6 +88,9 @@ mod tests {
             }
         }
         shutdown.trigger();
-        task.await.expect("the notifier ends without panicking");
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the notifier stops on shutdown")
+            .expect("the notifier ends without panicking");
     }
 }
