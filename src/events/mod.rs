@@ -22,6 +22,8 @@ use futures_util::stream::{self, BoxStream};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::clock;
+
 pub use memory::{LIVE_BUFFER, MemoryEventBus};
 pub use notifier::{demo_notification, run_notifier};
 pub use subscribers::{SubscriberLimit, SubscriberSlot};
@@ -97,6 +99,12 @@ impl NewEvent {
     /// The bus owns `id` and `timestamp`, so fields of those names are left out rather than
     /// sent twice. The bus serializes before it takes its lock and adds the id under it, with
     /// [`EventBody::with_id`].
+    /// The event's `data:` JSON without an id (for notices that are not bus events), stamped
+    /// now.
+    pub fn to_json_without_id(&self) -> String {
+        self.to_body(&clock::now_rfc3339()).0
+    }
+
     fn to_body(&self, timestamp: &str) -> EventBody {
         let json = serde_json::to_string(&EventData {
             event: self,

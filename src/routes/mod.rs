@@ -5,6 +5,7 @@
 //! Routes are registered with `routes!(handler)` on an [`OpenApiRouter`], never with a bare
 //! `.route(..)`, so each one is described in the OpenAPI document by its `#[utoipa::path]`.
 
+use axum::http::HeaderName;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::app::AppState;
@@ -17,6 +18,10 @@ pub mod ops;
 pub mod queue;
 pub mod stream;
 pub mod tasks;
+
+/// Asks proxies such as nginx not to buffer a streamed response, so each chunk or event reaches
+/// the client as it is made (`/stream`, `/notifications`).
+const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
 /// Every route of the API, with its OpenAPI description.
 pub fn api_router() -> OpenApiRouter<AppState> {

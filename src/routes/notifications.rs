@@ -18,7 +18,6 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
-use serde_json::json;
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -26,9 +25,10 @@ use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::events::{Delivery, Level, SubscriberSlot};
+use crate::events::{Delivery, Level, NewEvent, SubscriberSlot};
 use crate::extract::{ApiQuery, int_param};
 use crate::openapi::tags;
+use crate::routes::X_ACCEL_BUFFERING;
 
 /// Data of the first event, as in the original demo.
 const CONNECTED: &str = r#"{"message":"Connected to notification stream"}"#;
@@ -40,8 +40,6 @@ const RETRY_WHEN_FULL: Duration = Duration::from_secs(5);
 const KEEP_ALIVE_TEXT: &str = "keep-alive";
 /// The header a reconnecting `EventSource` sends.
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
-/// Asks proxies such as nginx not to buffer the stream.
-const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
 /// `GET /notifications`.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -245,14 +243,13 @@ fn to_sse(delivery: Delivery) -> SseEvent {
 /// The notice sent in place of events a client missed. Unnamed and without `id:`, like the
 /// connected message, so the client's `Last-Event-ID` stays the last event it really received.
 fn lagged_notice(skipped: u64) -> String {
-    json!({
-        "type": "warning",
-        "event": "stream.lagged",
-        "message": format!("{skipped} events were skipped because this client fell behind"),
-        "skipped": skipped,
-        "timestamp": crate::clock::now_rfc3339(),
-    })
-    .to_string()
+    NewEvent::app(
+        "stream.lagged",
+        Level::Warning,
+        format!("{skipped} events were skipped because this client fell behind"),
+    )
+    .with("skipped", skipped)
+    .to_json_without_id()
 }
 
 /// An event stream that keeps its subscriber slot taken for as long as the response lives.

@@ -2,7 +2,7 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderName, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::openapi::schema::Object;
@@ -14,13 +14,11 @@ use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiQuery, choice_param, int_param};
 use crate::openapi::{self, tags};
+use crate::routes::X_ACCEL_BUFFERING;
 use crate::stream::{
     DEFAULT_CHUNK_SIZE, DEFAULT_DELAY_MS, DEFAULT_TOTAL_ITEMS, Format, ItemStream, MAX_CHUNK_SIZE,
     MAX_DELAY_MS, StreamMeter, StreamSpec,
 };
-
-/// Asks proxies such as nginx not to hold chunks back, so each one reaches the client as made.
-const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
 /// The names `format` takes.
 const FORMATS: [(&str, Format); 2] = [("json", Format::Json), ("ndjson", Format::Ndjson)];

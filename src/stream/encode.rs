@@ -36,10 +36,11 @@ pub fn write_item(out: &mut BytesMut, format: Format, item: Item<'_>, total: u64
     if format == Format::Json && item.id == 1 {
         out.extend_from_slice(b"[\n");
     }
+    let id = ints.format(item.id).as_bytes();
     out.extend_from_slice(b"{\"id\":");
-    out.extend_from_slice(ints.format(item.id).as_bytes());
+    out.extend_from_slice(id);
     out.extend_from_slice(b",\"name\":\"Item ");
-    out.extend_from_slice(ints.format(item.id).as_bytes());
+    out.extend_from_slice(id);
     out.extend_from_slice(b"\",\"value\":");
     out.extend_from_slice(floats.format_finite(item.value).as_bytes());
     out.extend_from_slice(b",\"timestamp\":\"");
