@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use backflow::events::{LIVE_BUFFER, Level, NewEvent};
-use common::{SseStream, error_body, open_sse, spawn_app_with, spawn_app_with_state};
+use common::{SseStream, error_body, open_sse, spawn_app_with};
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -102,7 +102,8 @@ async fn periodic_notifications_carry_ids_and_the_contract_fields() {
 
 #[tokio::test]
 async fn two_clients_see_the_same_events_with_the_same_ids() {
-    let (app, state) = spawn_app_with_state(&[QUIET]).await;
+    let app = spawn_app_with(&[QUIET]).await;
+    let state = app.state.clone();
     let mut a = open_sse(&app, "/notifications", None).await;
     let mut b = open_sse(&app, "/notifications", None).await;
     connected(&mut a).await;
@@ -122,7 +123,8 @@ async fn two_clients_see_the_same_events_with_the_same_ids() {
 
 #[tokio::test]
 async fn application_events_appear_with_their_name() {
-    let (app, state) = spawn_app_with_state(&[QUIET]).await;
+    let app = spawn_app_with(&[QUIET]).await;
+    let state = app.state.clone();
     let mut stream = open_sse(&app, "/notifications", None).await;
     connected(&mut stream).await;
     let id = state.events.publish(
@@ -158,7 +160,8 @@ async fn an_enqueue_through_the_api_reaches_open_streams() {
 
 #[tokio::test]
 async fn last_event_id_header_replays_exactly_from_the_seam() {
-    let (app, state) = spawn_app_with_state(&[QUIET]).await;
+    let app = spawn_app_with(&[QUIET]).await;
+    let state = app.state.clone();
     for n in 0..5 {
         state.events.publish(app_event(n));
     }
@@ -171,7 +174,8 @@ async fn last_event_id_header_replays_exactly_from_the_seam() {
 
 #[tokio::test]
 async fn last_event_id_query_replays_and_the_header_wins_over_it() {
-    let (app, state) = spawn_app_with_state(&[QUIET]).await;
+    let app = spawn_app_with(&[QUIET]).await;
+    let state = app.state.clone();
     for n in 0..5 {
         state.events.publish(app_event(n));
     }
@@ -186,7 +190,8 @@ async fn last_event_id_query_replays_and_the_header_wins_over_it() {
 
 #[tokio::test]
 async fn events_gone_from_the_replay_window_are_announced() {
-    let (app, state) = spawn_app_with_state(&[QUIET, ("SSE_REPLAY_BUFFER", "2")]).await;
+    let app = spawn_app_with(&[QUIET, ("SSE_REPLAY_BUFFER", "2")]).await;
+    let state = app.state.clone();
     for n in 0..5 {
         state.events.publish(app_event(n));
     }
@@ -261,7 +266,8 @@ async fn a_slow_client_does_not_hold_back_a_fast_one_and_is_told_it_lagged() {
     // Enough events to fill the slow client's buffers, then more than it may fall behind by.
     let events = (LIVE_BUFFER + SLOW_SIDE_BUFFERS / PADDING) as u64;
     let padding = "x".repeat(PADDING);
-    let (app, state) = spawn_app_with_state(&[QUIET, ("SSE_REPLAY_BUFFER", "1")]).await;
+    let app = spawn_app_with(&[QUIET, ("SSE_REPLAY_BUFFER", "1")]).await;
+    let state = app.state.clone();
 
     // The slow client asks for the stream, then reads nothing until the flood is over.
     let mut slow = tokio::net::TcpStream::connect(app.addr)

@@ -160,14 +160,6 @@ pub async fn error_body(response: reqwest::Response, status: u16, code: &str) ->
     body
 }
 
-/// Starts a server like [`spawn_app_with`] and also returns its shared state, for tests that act
-/// on a component directly (for example, publishing on the event bus).
-pub async fn spawn_app_with_state(overrides: &[(&str, &str)]) -> (TestApp, backflow::AppState) {
-    let app = spawn_app_with(overrides).await;
-    let state = app.state.clone();
-    (app, state)
-}
-
 /// The next application event on `live` whose name starts with `prefix` (5 s at most).
 pub async fn next_app_event(
     live: &mut futures_util::stream::BoxStream<'static, backflow::events::Delivery>,
