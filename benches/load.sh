@@ -70,6 +70,22 @@ measure() {
   echo $(( $(cpu_ticks "$pid") - before )) >"$RESULTS/cpu-$name-$round.txt"
 }
 
+# measure_pair NAME ROUND SERVER_PID POST_NAME POST_URL GET_NAME GET_URL: two load generators
+# at once, half the connections each: one posts the enqueue body to POST_URL, the other gets
+# GET_URL. The server's CPU time is recorded for the pair as NAME.
+ENQUEUE_BODY='{"task":"load","priority":5}'
+measure_pair() {
+  local name=$1 round=$2 pid=$3 post_name=$4 post_url=$5 get_name=$6 get_url=$7
+  local before poster
+  before=$(cpu_ticks "$pid")
+  run_oha "$post_name" "$round" -c "$HALF" -m POST -H 'content-type: application/json' \
+    -d "$ENQUEUE_BODY" "$post_url" &
+  poster=$!
+  run_oha "$get_name" "$round" -c "$HALF" "$get_url"
+  wait "$poster"
+  echo $(( $(cpu_ticks "$pid") - before )) >"$RESULTS/cpu-$name-$round.txt"
+}
+
 # Warm-up: connections, allocator pools and caches, on both servers.
 oha --no-tui --output-format quiet -z 2s -c "$CONNECTIONS" "http://127.0.0.1:$FLOOR_PORT/health" >/dev/null
 oha --no-tui --output-format quiet -z 2s -c "$CONNECTIONS" "$BASE/health" >/dev/null
@@ -78,26 +94,14 @@ HALF=$((CONNECTIONS / 2))
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round/$ROUNDS: floor, floor pair, /health, /queue/status, /protected, enqueue+dequeue, /health at info" >&2
   measure floor "$round" "$FLOOR_PID" -c "$CONNECTIONS" "http://127.0.0.1:$FLOOR_PORT/health"
-  # The floor driven like the enqueue + dequeue pair below: two load generators at once, one
-  # posting the same JSON body to the floor's POST /enqueue, the other getting its /health.
-  before=$(cpu_ticks "$FLOOR_PID")
-  run_oha floor_enqueue "$round" -c "$HALF" -m POST -H 'content-type: application/json' \
-    -d '{"task":"load","priority":5}' "http://127.0.0.1:$FLOOR_PORT/enqueue" &
-  FLOOR_ENQUEUE=$!
-  run_oha floor_get "$round" -c "$HALF" "http://127.0.0.1:$FLOOR_PORT/health"
-  wait "$FLOOR_ENQUEUE"
-  echo $(( $(cpu_ticks "$FLOOR_PID") - before )) >"$RESULTS/cpu-floor_pair-$round.txt"
+  # The floor driven like the enqueue + dequeue pair below.
+  measure_pair floor_pair "$round" "$FLOOR_PID" \
+    floor_enqueue "http://127.0.0.1:$FLOOR_PORT/enqueue" floor_get "http://127.0.0.1:$FLOOR_PORT/health"
   measure health "$round" "$SERVER_PID" -c "$CONNECTIONS" "$BASE/health"
   measure queue_status "$round" "$SERVER_PID" -c "$CONNECTIONS" "$BASE/queue/status"
   measure protected "$round" "$SERVER_PID" -c "$CONNECTIONS" -H "Authorization: Bearer $TOKEN" "$BASE/protected"
   # Half the connections enqueue while the other half dequeue, at once.
-  before=$(cpu_ticks "$SERVER_PID")
-  run_oha enqueue "$round" -c "$HALF" -m POST -H 'content-type: application/json' \
-    -d '{"task":"load","priority":5}' "$BASE/enqueue" &
-  ENQUEUE=$!
-  run_oha dequeue "$round" -c "$HALF" "$BASE/dequeue"
-  wait "$ENQUEUE"
-  echo $(( $(cpu_ticks "$SERVER_PID") - before )) >"$RESULTS/cpu-enqueue_dequeue-$round.txt"
+  measure_pair enqueue_dequeue "$round" "$SERVER_PID" enqueue "$BASE/enqueue" dequeue "$BASE/dequeue"
   measure health_info "$round" "$INFO_PID" -c "$CONNECTIONS" "http://127.0.0.1:$INFO_PORT/health"
 done
 
