@@ -161,21 +161,20 @@ pub async fn run_child(
         finished = collect(&mut child, stdout) => Some(finished),
         () = cancel.cancelled() => None,
     };
-    let (output, status) = match finished {
-        Some(Ok(Collected::Exited(output, status))) => (output, status),
-        Some(Ok(Collected::Oversized)) => {
+    let exited = match finished {
+        Some(Ok(Collected::Exited(output, status))) => Ok((output, status)),
+        Some(Ok(Collected::Oversized)) => Err(ChildFailure::Protocol(format!(
+            "more than {MAX_REPLY_BYTES} bytes"
+        ))),
+        Some(Err(err)) => Err(err.into()),
+        None => Err(ChildFailure::Cancelled),
+    };
+    // A child that exited has been waited for; any other is killed and reaped before returning.
+    let (output, status) = match exited {
+        Ok(exited) => exited,
+        Err(failure) => {
             reap(&mut child).await;
-            return Err(ChildFailure::Protocol(format!(
-                "more than {MAX_REPLY_BYTES} bytes"
-            )));
-        }
-        Some(Err(err)) => {
-            reap(&mut child).await;
-            return Err(err.into());
-        }
-        None => {
-            reap(&mut child).await;
-            return Err(ChildFailure::Cancelled);
+            return Err(failure);
         }
     };
     if !status.success() {

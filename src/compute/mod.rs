@@ -175,19 +175,26 @@ impl ComputeSettings {
 struct JobPermit {
     _admission: OwnedSemaphorePermit,
     _slot: OwnedSemaphorePermit,
-    _running: PhaseGuard,
+    running: PhaseGuard,
+}
+
+impl JobPermit {
+    /// Frees the admission and the slot, then counts the job as completed or cancelled (a
+    /// job that failed otherwise is just dropped).
+    fn finish(self, cancelled: bool) {
+        let Self { running, .. } = self;
+        running.finish(cancelled);
+    }
 }
 
 /// An admitted job holding its execution slot.
 #[derive(Debug)]
 struct Job {
     n: u32,
-    method: ComputeMethod,
     /// Cancelled when the request times out or goes away.
     cancel: CancellationToken,
     /// Released when the process or thread has stopped.
     permit: JobPermit,
-    stats: Arc<JobStats>,
 }
 
 /// Runs heavy jobs off the async runtime. Cheap to clone.
@@ -256,7 +263,7 @@ impl ComputePool {
             let permit = JobPermit {
                 _admission: admission,
                 _slot: slot,
-                _running: self.stats.enter(method, Phase::Running),
+                running: self.stats.enter(method, Phase::Running),
             };
             self.execute(method, n, cancel.clone(), permit).await
         };
@@ -286,69 +293,68 @@ impl ComputePool {
         cancel: CancellationToken,
         permit: JobPermit,
     ) -> Result<FibOutcome, ComputeError> {
-        let job = Job {
-            n,
-            method,
-            cancel,
-            permit,
-            stats: Arc::clone(&self.stats),
-        };
-        let outcome = match method {
-            ComputeMethod::ChildProcess => return self.execute_in_child(job).await,
-            ComputeMethod::Rayon => pool::spawn_on_rayon(&self.rayon, job)
-                .await
-                .map_err(|_| ComputeError::WorkerFailed("the rayon job panicked".into()))?,
-            ComputeMethod::SpawnBlocking => {
+        let job = Job { n, cancel, permit };
+        let (result, elapsed, executor) = match method {
+            ComputeMethod::ChildProcess => {
+                let child = self.execute_in_child(job).await?;
+                (
+                    child.result,
+                    child.elapsed,
+                    Executor::Process { pid: child.pid },
+                )
+            }
+            ComputeMethod::Rayon => on_thread(
+                pool::spawn_on_rayon(&self.rayon, job)
+                    .await
+                    .map_err(|_| ComputeError::WorkerFailed("the rayon job panicked".into()))?,
+            )?,
+            ComputeMethod::SpawnBlocking => on_thread(
                 tokio::task::spawn_blocking(move || pool::compute_on_current_thread(job))
                     .await
-                    .map_err(|err| ComputeError::WorkerFailed(format!("blocking job: {err}")))?
-            }
-            ComputeMethod::AsyncRuntimeBlocking => pool::compute_on_current_thread(job),
+                    .map_err(|err| ComputeError::WorkerFailed(format!("blocking job: {err}")))?,
+            )?,
+            ComputeMethod::AsyncRuntimeBlocking => on_thread(pool::compute_on_current_thread(job))?,
         };
-        // `None` means cancelled, which only happens once this future is dropped; treat a
-        // stray one as a failure rather than a hang.
-        let outcome = outcome.ok_or_else(|| ComputeError::WorkerFailed("job cancelled".into()))?;
         Ok(FibOutcome {
             method,
             n,
-            result: outcome.result,
-            elapsed: outcome.elapsed,
-            executor: Executor::Thread {
-                label: outcome.thread,
-            },
+            result,
+            elapsed,
+            executor,
         })
     }
 
     /// Runs the child under its own task, so that it is reaped even when this future is dropped.
-    async fn execute_in_child(&self, job: Job) -> Result<FibOutcome, ComputeError> {
-        let Job {
-            n,
-            cancel,
-            permit,
-            stats,
-            ..
-        } = job;
+    async fn execute_in_child(&self, job: Job) -> Result<child::ChildOutcome, ComputeError> {
+        let Job { n, cancel, permit } = job;
         let exe = Arc::clone(&self.worker_exe);
         let supervisor = tokio::spawn(async move {
             let outcome = child::run_child(&exe, n, &cancel).await;
-            drop(permit);
             match &outcome {
-                Ok(_) => stats.completed(ComputeMethod::ChildProcess),
-                Err(ChildFailure::Cancelled) => stats.cancelled(ComputeMethod::ChildProcess),
-                Err(_) => {}
+                Ok(_) => permit.finish(false),
+                Err(ChildFailure::Cancelled) => permit.finish(true),
+                Err(_) => drop(permit),
             }
             outcome
         });
-        let outcome = supervisor
+        supervisor
             .await
             .map_err(|err| ComputeError::WorkerFailed(format!("child supervisor: {err}")))?
-            .map_err(|err| ComputeError::WorkerFailed(err.to_string()))?;
-        Ok(FibOutcome {
-            method: ComputeMethod::ChildProcess,
-            n,
-            result: outcome.result,
-            elapsed: outcome.elapsed,
-            executor: Executor::Process { pid: outcome.pid },
-        })
+            .map_err(|err| ComputeError::WorkerFailed(err.to_string()))
     }
+}
+
+/// The figures of a job computed on a thread. `None` means cancelled, which only happens once
+/// the request's future is dropped; a stray one is treated as a failure rather than a hang.
+fn on_thread(
+    outcome: Option<pool::ThreadOutcome>,
+) -> Result<(u64, Duration, Executor), ComputeError> {
+    let outcome = outcome.ok_or_else(|| ComputeError::WorkerFailed("job cancelled".into()))?;
+    Ok((
+        outcome.result,
+        outcome.elapsed,
+        Executor::Thread {
+            label: outcome.thread,
+        },
+    ))
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::Job;
-use super::fib::{self, Cancelled};
+use super::fib;
 
 /// Prefix of the rayon pool's thread names (`backflow-fib-0`, `backflow-fib-1`, ...).
 pub const RAYON_THREAD_PREFIX: &str = "backflow-fib-";
@@ -41,31 +41,16 @@ pub fn build_rayon_pool(threads: usize) -> Result<rayon::ThreadPool, rayon::Thre
 
 /// Computes `job` on the current thread; `None` when it was cancelled.
 pub fn compute_on_current_thread(job: Job) -> Option<ThreadOutcome> {
-    let Job {
-        n,
-        method,
-        cancel,
-        permit,
-        stats,
-    } = job;
+    let Job { n, cancel, permit } = job;
     let started = Instant::now();
     let result = fib::fib_cancellable(n, &|| cancel.is_cancelled());
     let elapsed = started.elapsed();
-    drop(permit);
-    match result {
-        Ok(result) => {
-            stats.completed(method);
-            Some(ThreadOutcome {
-                result,
-                elapsed,
-                thread: thread_label(),
-            })
-        }
-        Err(Cancelled) => {
-            stats.cancelled(method);
-            None
-        }
-    }
+    permit.finish(result.is_err());
+    result.ok().map(|result| ThreadOutcome {
+        result,
+        elapsed,
+        thread: thread_label(),
+    })
 }
 
 /// The thread's own name (rayon threads are named one by one), else its id (tokio names all

@@ -52,6 +52,20 @@ impl Drop for PhaseGuard {
     }
 }
 
+impl PhaseGuard {
+    /// Leaves the phase, then counts the job as completed, or cancelled when `cancelled`.
+    pub fn finish(self, cancelled: bool) {
+        let stats = Arc::clone(&self.stats);
+        let method = self.method;
+        drop(self);
+        if cancelled {
+            stats.cancelled(method);
+        } else {
+            stats.completed(method);
+        }
+    }
+}
+
 impl JobStats {
     fn counts(&self, method: ComputeMethod) -> &MethodCounts {
         &self.methods[method as usize]
