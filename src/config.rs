@@ -69,17 +69,24 @@ pub enum HeavyPool {
     Blocking,
 }
 
+impl HeavyPool {
+    /// The name `HEAVY_POOL` and the `pool` query parameter use.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Rayon => "rayon",
+            Self::Blocking => "blocking",
+        }
+    }
+}
+
 impl FromStr for HeavyPool {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "rayon" => Ok(Self::Rayon),
-            "blocking" => Ok(Self::Blocking),
-            other => Err(format!(
-                "unknown pool {other:?}; expected `rayon` or `blocking`"
-            )),
-        }
+        [Self::Rayon, Self::Blocking]
+            .into_iter()
+            .find(|pool| pool.as_str() == s)
+            .ok_or_else(|| format!("unknown pool {s:?}; expected `rayon` or `blocking`"))
     }
 }
 

@@ -17,7 +17,6 @@ use utoipa::openapi::{OpenApi, RefOr};
 use utoipa::{Modify, OpenApi as _};
 
 use crate::config::Config;
-use crate::routes::tasks::pool_name;
 
 /// Tag names, one per area of the API; handlers refer to them in `#[utoipa::path(tag = ..)]`.
 pub mod tags {
@@ -157,7 +156,7 @@ fn apply_configured_limits(api: &mut OpenApi, config: &Config) {
         api,
         "/heavy-task-worker",
         "pool",
-        pool_name(config.heavy_pool),
+        config.heavy_pool.as_str(),
     );
     if config.enable_blocking_demo {
         set_query_maximum(api, "/heavy-task-blocking", "n", config.worker_max_n);

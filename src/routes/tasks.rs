@@ -24,8 +24,8 @@ const DEFAULT_N: u32 = 40;
 
 /// The names `pool` takes.
 const POOLS: [(&str, ComputeMethod); 2] = [
-    ("rayon", ComputeMethod::Rayon),
-    ("blocking", ComputeMethod::SpawnBlocking),
+    (HeavyPool::Rayon.as_str(), ComputeMethod::Rayon),
+    (HeavyPool::Blocking.as_str(), ComputeMethod::SpawnBlocking),
 ];
 
 /// `GET /heavy-task-child`, `GET /heavy-task-worker`.
@@ -42,15 +42,6 @@ pub fn blocking_demo_router(enabled: bool) -> OpenApiRouter<AppState> {
     } else {
         OpenApiRouter::new()
     }
-}
-
-/// The `pool` name of `HEAVY_POOL`, the default of `/heavy-task-worker`.
-pub fn pool_name(pool: HeavyPool) -> &'static str {
-    let method = ComputeMethod::from(pool);
-    POOLS
-        .iter()
-        .find(|(_, pooled)| *pooled == method)
-        .map_or("rayon", |(name, _)| name)
 }
 
 /// Query of `/heavy-task-child` and `/heavy-task-blocking`; parsed by the handlers so that
