@@ -103,11 +103,12 @@ async fn stylesheet(headers: HeaderMap) -> Response {
     serve(&STYLESHEET, &headers)
 }
 
-/// The asset, or `304 Not Modified` when the client's cached copy is current.
+/// The asset, or `304 Not Modified` when the client's cached copy is current. Header values
+/// point at the static text (`from_static`) rather than copying it for every answer.
 fn serve(asset: &Asset, request_headers: &HeaderMap) -> Response {
     let headers = [
-        (header::CACHE_CONTROL, "no-cache"),
-        (header::ETAG, asset.etag),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        (header::ETAG, HeaderValue::from_static(asset.etag)),
     ];
     let cached = request_headers
         .get(header::IF_NONE_MATCH)
@@ -118,7 +119,10 @@ fn serve(asset: &Asset, request_headers: &HeaderMap) -> Response {
     }
     (
         headers,
-        [(header::CONTENT_TYPE, asset.content_type)],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(asset.content_type),
+        )],
         asset.body,
     )
         .into_response()

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -56,7 +56,11 @@ async fn index(headers: HeaderMap) -> Response {
     } else {
         endpoint_index().into_response()
     };
-    ([(header::VARY, "accept")], response).into_response()
+    (
+        [(header::VARY, HeaderValue::from_static("accept"))],
+        response,
+    )
+        .into_response()
 }
 
 /// The JSON index of the endpoints.
