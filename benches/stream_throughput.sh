@@ -18,7 +18,9 @@ REPEAT=${REPEAT:-3}
 cargo build --release --bin backflow >&2
 CONDITIONS_BEFORE=$(load_conditions)
 
-# one_run ITEMS FORMAT: prints "bytes seconds idle_kib growth_kib" for one fresh server.
+# one_run ITEMS FORMAT: sets RUN to "bytes seconds idle_kib growth_kib" for one fresh server.
+# (A variable, not output: in a `$(...)` subshell the server and its data directory would not be
+# recorded for the cleanup.)
 one_run() {
   local port pid idle bytes seconds
   port=$(free_port)
@@ -28,7 +30,7 @@ one_run() {
   reset_peak_rss "$pid"
   read -r bytes seconds < <(curl -sS -o /dev/null -w '%{size_download} %{time_total}\n' \
     "http://127.0.0.1:$port/stream?totalItems=$1&chunkSize=10000&delay=0&format=$2")
-  echo "$bytes $seconds $idle $(( $(peak_rss_kib "$pid") - idle ))"
+  RUN="$bytes $seconds $idle $(( $(peak_rss_kib "$pid") - idle ))"
   kill -TERM "$pid"
   wait "$pid" 2>/dev/null || true
 }
@@ -39,7 +41,8 @@ for items in "${COUNTS[@]}"; do
   for format in json ndjson; do
     runs=()
     for _ in $(seq 1 "$REPEAT"); do
-      runs+=("$(one_run "$items" "$format")")
+      one_run "$items" "$format"
+      runs+=("$RUN")
     done
     printf '%s\n' "${runs[@]}" | python3 -c "
 import statistics, sys
