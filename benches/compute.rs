@@ -19,6 +19,13 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
 const INPUTS: [u32; 3] = [25, 30, 35];
 
+/// The methods that compute off the async runtime, each measured the same way.
+const OFF_RUNTIME: [ComputeMethod; 3] = [
+    ComputeMethod::SpawnBlocking,
+    ComputeMethod::Rayon,
+    ComputeMethod::ChildProcess,
+];
+
 fn compute_methods(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -37,11 +44,7 @@ fn compute_methods(c: &mut Criterion) {
         .sample_size(20)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
-    for method in [
-        ComputeMethod::SpawnBlocking,
-        ComputeMethod::Rayon,
-        ComputeMethod::ChildProcess,
-    ] {
+    for method in OFF_RUNTIME {
         group.bench_function(BenchmarkId::new("overhead", method.as_str()), |b| {
             b.to_async(&runtime).iter(|| async {
                 pool.run(method, black_box(0))
@@ -64,11 +67,7 @@ fn compute_methods(c: &mut Criterion) {
             &n,
             |b, &n| b.iter(|| fib_cancellable(black_box(n), &|| false)),
         );
-        for method in [
-            ComputeMethod::SpawnBlocking,
-            ComputeMethod::Rayon,
-            ComputeMethod::ChildProcess,
-        ] {
+        for method in OFF_RUNTIME {
             group.bench_with_input(BenchmarkId::new(method.as_str(), n), &n, |b, &n| {
                 b.to_async(&runtime).iter(|| async {
                     pool.run(method, black_box(n))

@@ -86,10 +86,12 @@ def with_cpu(run, name, round_):
 
 def summarize(runs, floors):
     cpus = [r["cpu_us"] for r in runs if r.get("cpu_us") is not None]
-    floor_cpus = [f["cpu_us"] for f in floors if f.get("cpu_us") is not None]
+    # Paired by round before filtering, so a missing figure never shifts the rounds.
+    cpu_ratios = [r["cpu_us"] / f["cpu_us"] for r, f in zip(runs, floors)
+                  if r.get("cpu_us") is not None and f.get("cpu_us")]
     return {
         "cpu_us": statistics.median(cpus) if cpus else None,
-        "cpu_ratio": statistics.median(c / f for c, f in zip(cpus, floor_cpus)) if cpus and floor_cpus else None,
+        "cpu_ratio": statistics.median(cpu_ratios) if cpu_ratios else None,
         "rps": statistics.median(r["rps"] for r in runs),
         "ratio": statistics.median(r["rps"] / f["rps"] for r, f in zip(runs, floors)),
         "p50_ms": statistics.median(r["p50_ms"] for r in runs),
