@@ -142,10 +142,24 @@ struct BrowserCorsLayer {
 }
 
 impl BrowserCorsLayer {
+    /// One decision sets the allowed origins and whether answers vary by origin, and the `Vary`
+    /// is given to the CORS layer explicitly rather than left to its own inference, so the
+    /// layer's answers and the skipped ones always agree.
     fn new(origins: &CorsOrigins) -> Self {
+        let (allow_origin, vary_origin) = match origins {
+            CorsOrigins::Any => (AllowOrigin::any(), false),
+            CorsOrigins::List(list) => (
+                AllowOrigin::list(
+                    list.iter()
+                        .filter_map(|origin| HeaderValue::from_str(origin).ok()),
+                ),
+                true,
+            ),
+        };
+        let vary = cors::Vary::list(vary_origin.then_some(header::ORIGIN));
         Self {
-            cors: cors_layer(origins),
-            vary_origin: matches!(origins, CorsOrigins::List(_)),
+            cors: cors_layer(allow_origin).vary(vary),
+            vary_origin,
         }
     }
 }
@@ -195,9 +209,10 @@ where
         let finish: Finish<B, S::Error> = if self.vary_origin {
             |answer| {
                 answer.map(|mut response| {
-                    response
-                        .headers_mut()
-                        .append(header::VARY, HeaderValue::from_static("origin"));
+                    response.headers_mut().append(
+                        header::VARY,
+                        HeaderValue::from_static(header::ORIGIN.as_str()),
+                    );
                     response
                 })
             }
@@ -208,14 +223,8 @@ where
     }
 }
 
-fn cors_layer(origins: &CorsOrigins) -> CorsLayer {
-    let allow_origin = match origins {
-        CorsOrigins::Any => AllowOrigin::any(),
-        CorsOrigins::List(list) => AllowOrigin::list(
-            list.iter()
-                .filter_map(|origin| HeaderValue::from_str(origin).ok()),
-        ),
-    };
+/// The CORS rules of the API for `allow_origin`.
+fn cors_layer(allow_origin: AllowOrigin) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(allow_origin)
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
