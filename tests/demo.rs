@@ -72,15 +72,21 @@ async fn page_has_nothing_inline_that_its_csp_would_block() {
         assert!(tag.contains("src="), "inline script: <script{tag}>");
     }
     assert!(!page.contains("<style"), "inline stylesheet");
-    assert!(!page.contains(" style="), "inline style attribute");
-    let handler = page.match_indices(" on").find(|(at, _)| {
-        let name: String = page[at + 3..]
-            .chars()
-            .take_while(char::is_ascii_alphabetic)
-            .collect();
-        !name.is_empty() && page[at + 3 + name.len()..].starts_with('=')
-    });
-    assert!(handler.is_none(), "inline event handler attribute");
+    // Attributes follow any whitespace (a space, a newline, a tab), so look at every word.
+    let is_handler = |word: &str| {
+        word.strip_prefix("on")
+            .and_then(|rest| rest.split_once('='))
+            .is_some_and(|(name, _)| {
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphabetic())
+            })
+    };
+    let inline = page
+        .split_ascii_whitespace()
+        .find(|word| word.starts_with("style=") || is_handler(word));
+    assert!(
+        inline.is_none(),
+        "inline style or event handler attribute: {inline:?}"
+    );
 }
 
 #[tokio::test]
