@@ -47,7 +47,7 @@ start_backflow "$PORT" DATA_DIR="$QUEUE_DIR" QUEUE_CAPACITY=100000000 LOGIN_MAX_
 SERVER_PID=$LAST_PID
 BASE="http://127.0.0.1:$PORT"
 INFO_PORT=$(free_port)
-start_backflow "$INFO_PORT" RUST_LOG=backflow=info,tower_http=info
+start_backflow "$INFO_PORT" RUST_LOG=backflow=info
 INFO_PID=$LAST_PID
 
 TOKEN=$(curl -fsS -X POST "$BASE/login" -H 'content-type: application/json' \

@@ -1,4 +1,5 @@
-//! The layers every route shares: request ids, tracing, CORS, security headers, metrics, panics.
+//! The layers every route shares: request ids, tracing and metrics, CORS, security headers,
+//! panics.
 //!
 //! Order matters and is fixed in [`apply`]: the request id is set first so every log line and
 //! response carries it; CORS sits outside everything that can refuse a request, so a browser can
@@ -6,10 +7,11 @@
 //! the contract. Nothing here buffers or times out a response body, so streams stay streams.
 //!
 //! Every request passes through all of these, so they avoid per-request work that the answer
-//! does not need: the security headers are added by one plain function, the metrics layer
-//! is a hand-written service whose future wraps the inner one without boxing or cloning the
-//! rest of the stack (which `axum::middleware::from_fn` does for each request), and requests
-//! that are not from a browser skip the CORS layer (see [`BrowserCorsLayer`]).
+//! does not need: the security headers are added by one plain function; the request's id, span,
+//! log line and metrics come from one hand-written service ([`ObserveLayer`]) whose future wraps
+//! the inner one without boxing or cloning the rest of the stack (which
+//! `axum::middleware::from_fn` does for each request); and requests that are not from a browser
+//! skip the CORS layer (see [`BrowserCorsLayer`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,11 +27,6 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{self, AllowOrigin, CorsLayer};
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
 use uuid::Uuid;
 
 use crate::config::CorsOrigins;
@@ -85,48 +82,14 @@ where
     S: Clone + Send + Sync + 'static,
 {
     let layers = ServiceBuilder::new()
-        .layer(SetRequestIdLayer::new(REQUEST_ID, NewRequestUuid))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(make_span)
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
-        )
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(ObserveLayer { metrics })
         .layer(BrowserCorsLayer::new(cors))
         .map_response(add_security_headers)
-        .layer(RecordMetricsLayer { metrics })
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("handler panicked".into()).into_response()
         }))
         .map_response(json_method_not_allowed);
     router.layer(layers)
-}
-
-/// The span of one request. Field values are computed only when the span is enabled, so with
-/// `RUST_LOG` above `info` this costs a level check.
-fn make_span(request: &Request) -> tracing::Span {
-    tracing::info_span!(
-        "request",
-        method = %request.method(),
-        route = route_of(request),
-        path = %request.uri().path(),
-        request_id = request_id_of(request),
-    )
-}
-
-fn route_of(request: &Request) -> &str {
-    request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(UNMATCHED_ROUTE, MatchedPath::as_str)
-}
-
-fn request_id_of(request: &Request) -> &str {
-    request
-        .extensions()
-        .get::<RequestId>()
-        .and_then(|id| id.header_value().to_str().ok())
-        .unwrap_or("-")
 }
 
 /// tower-http's CORS layer, for browsers only: a request with an `Origin` header, and every
@@ -238,17 +201,12 @@ fn cors_layer(allow_origin: AllowOrigin) -> CorsLayer {
         .max_age(std::time::Duration::from_secs(600))
 }
 
-/// Ids for requests that come without one: a random UUID v4, formatted on the stack (tower-http's
-/// `MakeRequestUuid` goes through a `String` and the formatting machinery for each request).
-#[derive(Clone, Copy)]
-struct NewRequestUuid;
-
-impl MakeRequestId for NewRequestUuid {
-    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
-        let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
-        let text = Uuid::new_v4().hyphenated().encode_lower(&mut text);
-        HeaderValue::from_str(text).ok().map(RequestId::new)
-    }
+/// A new request id: a random UUID v4, formatted on the stack (tower-http's `MakeRequestUuid`
+/// goes through a `String` and the formatting machinery for each request).
+fn new_request_id() -> HeaderValue {
+    let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+    HeaderValue::from_str(Uuid::new_v4().hyphenated().encode_lower(&mut text))
+        .expect("a hyphenated UUID is a valid header value")
 }
 
 fn add_security_headers<B>(mut response: Response<B>) -> Response<B> {
@@ -275,62 +233,93 @@ fn is_json(response: &Response) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
 }
 
-/// Counts each answered request and records its latency, by method, route template and status.
+/// The outermost layer: what every request carries from its arrival to its answer.
+///
+/// It gives the request its id (the client's `x-request-id`, or a new UUID), runs the rest of
+/// the stack inside the request's span (method, route, path, id), and when the answer is ready
+/// records it in the metrics (by method, route template and status), logs it (`info`, or
+/// `error` for a 5xx) and echoes the id on it.
+///
+/// One service instead of tower-http's `SetRequestId`, `TraceLayer` and `PropagateRequestId`
+/// plus a metrics layer, because every request pays for each: those wrap the request, its
+/// future and its body in turn, store the id in the request's extensions (a map allocated for
+/// it) and read the clock up to eight times per request even when nothing is logged. This reads
+/// it twice, and builds the span's fields only when the span is enabled.
 #[derive(Clone)]
-struct RecordMetricsLayer {
+struct ObserveLayer {
     metrics: Metrics,
 }
 
-impl<S> Layer<S> for RecordMetricsLayer {
-    type Service = RecordMetrics<S>;
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RecordMetrics {
+        Observe {
             inner,
             metrics: self.metrics.clone(),
         }
     }
 }
 
+/// See [`ObserveLayer`].
 #[derive(Clone)]
-struct RecordMetrics<S> {
+struct Observe<S> {
     inner: S,
     metrics: Metrics,
 }
 
-impl<S, B> Service<Request> for RecordMetrics<S>
+impl<S, B> Service<Request> for Observe<S>
 where
     S: Service<Request, Response = Response<B>>,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = RecordMetricsFuture<S::Future>;
+    type Future = ObserveFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
+        let started = Instant::now();
+        let request_id = request
+            .headers()
+            .get(REQUEST_ID)
+            .cloned()
+            .unwrap_or_else(new_request_id);
         let method = KNOWN_METHODS
             .iter()
             .find(|known| *known == request.method())
             .map_or(OTHER_METHOD, Method::as_str);
         let route = request.extensions().get::<MatchedPath>().cloned();
-        RecordMetricsFuture {
-            inner: self.inner.call(request),
+        // The field values are computed only when the span is enabled.
+        let span = tracing::info_span!(
+            "request",
+            method = %request.method(),
+            route = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str),
+            path = %request.uri().path(),
+            request_id = request_id.to_str().unwrap_or("-"),
+        );
+        let inner = span.in_scope(|| self.inner.call(request));
+        ObserveFuture {
+            inner,
+            span,
+            request_id: Some(request_id),
             metrics: self.metrics.clone(),
             method,
             route,
-            started: Instant::now(),
+            started,
         }
     }
 }
 
 pin_project! {
-    /// The inner response future; records the request when it completes with a response.
-    struct RecordMetricsFuture<F> {
+    /// The inner response future, polled in the request's span; see [`ObserveLayer`].
+    struct ObserveFuture<F> {
         #[pin]
         inner: F,
+        span: tracing::Span,
+        request_id: Option<HeaderValue>,
         metrics: Metrics,
         method: &'static str,
         route: Option<MatchedPath>,
@@ -338,7 +327,7 @@ pin_project! {
     }
 }
 
-impl<F, B, E> Future for RecordMetricsFuture<F>
+impl<F, B, E> Future for ObserveFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
@@ -346,19 +335,122 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = std::task::ready!(this.inner.poll(cx));
-        if let Ok(response) = &result {
+        let _entered = this.span.enter();
+        let mut result = std::task::ready!(this.inner.poll(cx));
+        if let Ok(response) = &mut result {
+            let latency = this.started.elapsed();
+            let status = response.status();
             let route = this
                 .route
                 .as_ref()
                 .map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
-            this.metrics.record_request(
-                this.method,
-                route,
-                response.status().as_u16(),
-                this.started.elapsed(),
-            );
+            this.metrics
+                .record_request(this.method, route, status.as_u16(), latency);
+            if let Some(id) = this.request_id.take() {
+                response.headers_mut().entry(REQUEST_ID).or_insert(id);
+            }
+            let latency_ms = latency.as_secs_f64() * 1000.0;
+            if status.is_server_error() {
+                tracing::error!(status = status.as_u16(), latency_ms, "response failed");
+            } else {
+                tracing::info!(
+                    status = status.as_u16(),
+                    latency_ms,
+                    "finished processing request"
+                );
+            }
         }
         Poll::Ready(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{self, Write};
+    use std::sync::{Arc, Mutex};
+
+    use axum::body::Body;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// Log output kept in memory.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().expect("not poisoned").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn get_request(path: &str) -> Request {
+        Request::get(path)
+            .body(Body::empty())
+            .expect("valid request")
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn each_answer_is_logged_once_in_its_request_span_with_its_id() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let router: Router = apply(
+            Router::new()
+                .route("/items/{id}", get(|| async { "ok" }))
+                .route("/boom", get(|| async { StatusCode::INTERNAL_SERVER_ERROR })),
+            &CorsOrigins::Any,
+            Metrics::new(),
+        );
+
+        let mut request = get_request("/items/7");
+        request
+            .headers_mut()
+            .insert(REQUEST_ID, HeaderValue::from_static("trace-1"));
+        let echoed = router.clone().oneshot(request).await.expect("infallible");
+        assert_eq!(echoed.headers()[REQUEST_ID], "trace-1");
+        let failed = router
+            .oneshot(get_request("/boom"))
+            .await
+            .expect("infallible");
+        let generated = failed.headers()[REQUEST_ID].to_str().expect("ascii");
+        assert_eq!(generated.len(), 36, "a UUID: {generated}");
+
+        let logs = String::from_utf8(captured.0.lock().expect("not poisoned").clone())
+            .expect("UTF-8 logs");
+        let lines: Vec<&str> = logs.lines().collect();
+        assert_eq!(lines.len(), 2, "one line per request:\n{logs}");
+        for expected in [
+            " INFO ",
+            "method=GET",
+            r#"route="/items/{id}""#,
+            "path=/items/7",
+            r#"request_id="trace-1""#,
+            "finished processing request",
+            "status=200",
+            "latency_ms=",
+        ] {
+            assert!(lines[0].contains(expected), "{expected} in {}", lines[0]);
+        }
+        for expected in [
+            " ERROR ",
+            r#"route="/boom""#,
+            &format!(r#"request_id="{generated}""#),
+            "response failed",
+            "status=500",
+        ] {
+            assert!(lines[1].contains(expected), "{expected} in {}", lines[1]);
+        }
     }
 }

@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
 /// Filter used when `RUST_LOG` is unset.
-const DEFAULT_FILTER: &str = "backflow=info,tower_http=info";
+const DEFAULT_FILTER: &str = "backflow=info";
 
 /// How often the lag probe asks to wake.
 pub const LAG_PROBE_PERIOD: Duration = Duration::from_millis(100);
