@@ -15,6 +15,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -127,22 +128,26 @@ impl BrowserCorsLayer {
     }
 }
 
-impl<S> Layer<S> for BrowserCorsLayer {
+impl<S: Clone> Layer<S> for BrowserCorsLayer {
     type Service = BrowserCors<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
         BrowserCors {
-            cors: self.cors.layer(inner),
+            cors: Arc::new(self.cors.layer(inner.clone())),
+            inner,
             vary_origin: self.vary_origin,
         }
     }
 }
 
-/// See [`BrowserCorsLayer`]. Requests that skip CORS are sent to the service the CORS layer
-/// wraps, so the stack is cloned once per request, as without this layer.
+/// See [`BrowserCorsLayer`]. Requests that skip CORS go straight to `inner`. The CORS service,
+/// whose rules are a dozen header values, sits behind an `Arc` as a template, so that axum's
+/// clone of the stack for every request does not copy those rules for every request: only a
+/// browser's request clones the template.
 #[derive(Clone)]
 struct BrowserCors<S> {
-    cors: cors::Cors<S>,
+    inner: S,
+    cors: Arc<cors::Cors<S>>,
     vary_origin: bool,
 }
 
@@ -153,7 +158,7 @@ type Finish<B, E> = fn(Answer<B, E>) -> Answer<B, E>;
 
 impl<S, B> Service<Request> for BrowserCors<S>
 where
-    S: Service<Request, Response = Response<B>>,
+    S: Service<Request, Response = Response<B>> + Clone,
     B: Default,
 {
     type Response = Response<B>;
@@ -161,13 +166,16 @@ where
     type Future = Either<cors::ResponseFuture<S::Future>, Map<S::Future, Finish<B, S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // Readies the wrapped service too, whichever of the two is then called.
-        self.cors.poll_ready(cx)
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
         if request.method() == Method::OPTIONS || request.headers().contains_key(header::ORIGIN) {
-            return Either::Left(self.cors.call(request));
+            // The CORS service gets the inner service readied by `poll_ready`; the template's
+            // unreadied copy takes its place until the next `poll_ready`.
+            let mut cors = cors::Cors::clone(&self.cors);
+            std::mem::swap(cors.get_mut(), &mut self.inner);
+            return Either::Left(cors.call(request));
         }
         let finish: Finish<B, S::Error> = if self.vary_origin {
             |answer| {
@@ -182,7 +190,7 @@ where
         } else {
             |answer| answer
         };
-        Either::Right(self.cors.get_mut().call(request).map(finish))
+        Either::Right(self.inner.call(request).map(finish))
     }
 }
 
@@ -367,7 +375,7 @@ where
 #[cfg(test)]
 mod tests {
     use std::io::{self, Write};
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
 
     use axum::body::Body;
     use axum::routing::get;
