@@ -53,8 +53,9 @@ impl MemoryEventBus {
 
 impl EventBus for MemoryEventBus {
     fn publish(&self, event: NewEvent) -> u64 {
-        // Serialized before the lock, so publishers on other threads wait only for the id.
-        let body = event.to_body(&clock::now_rfc3339());
+        // The event was serialized as it was built; the clock is read before the lock, so
+        // publishers on other threads wait only for the id and one copy of the bytes.
+        let timestamp = clock::now_rfc3339();
         let mut inner = self.lock();
         // Id assignment, retention and sending happen under one lock so every subscriber sees
         // ids in order and a new subscription's replay meets its live stream exactly.
@@ -62,7 +63,7 @@ impl EventBus for MemoryEventBus {
         inner.last_id = id;
         let event = Event {
             id,
-            data: body.with_id(id),
+            data: event.into_data(id, &timestamp),
         };
         if self.replay_capacity > 0 {
             if inner.retained.len() == self.replay_capacity {

@@ -20,7 +20,6 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use futures_util::stream::{self, BoxStream};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::clock;
 
@@ -45,120 +44,111 @@ pub enum Level {
 impl Level {
     /// Every level, in declaration order.
     pub const ALL: [Level; 4] = [Level::Info, Level::Warning, Level::Success, Level::Error];
+
+    /// The name the client sees, as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Info => "info",
+            Level::Warning => "warning",
+            Level::Success => "success",
+            Level::Error => "error",
+        }
+    }
 }
 
 /// An event to publish; the bus adds `id` and `timestamp`.
 ///
-/// The fields are a short list under static names rather than a JSON map: an event is built for
-/// every enqueue, dequeue and login, and a map would allocate each key and tree node only to be
-/// serialized once and dropped.
+/// The event is serialized as it is built, into one buffer of JSON members in the contract's
+/// order (`type`, `message`, `event`, then the added fields): an event is built for every
+/// enqueue, dequeue and login, and a tree of JSON values would allocate each key and string only
+/// to be serialized once and dropped. The bus then adds the id in front and the timestamp at the
+/// end, under its lock only the id ([`NewEvent::into_data`]).
 #[derive(Debug, Clone)]
 pub struct NewEvent {
-    fields: Vec<(&'static str, Value)>,
+    /// `"type":…,"message":…`, then `,"event":…` and `,"key":value` for each added field.
+    members: Vec<u8>,
 }
+
+/// Names the bus or the constructors write; [`NewEvent::with`] leaves them out.
+const RESERVED_FIELDS: [&str; 5] = ["id", "type", "message", "event", "timestamp"];
 
 impl NewEvent {
     /// A periodic notification: `{"type", "message"}`.
-    pub fn notification(level: Level, message: impl Into<String>) -> Self {
-        let mut fields = Vec::with_capacity(8);
-        fields.push(("type", serde_json::to_value(level).unwrap_or(Value::Null)));
-        fields.push(("message", Value::String(message.into())));
-        Self { fields }
+    pub fn notification(level: Level, message: impl std::fmt::Display) -> Self {
+        let mut members = Vec::with_capacity(256);
+        members.extend_from_slice(b"\"type\":\"");
+        members.extend_from_slice(level.as_str().as_bytes());
+        members.extend_from_slice(b"\",\"message\":");
+        // Written through its `Display`, escaped on the way, without a `String` in between.
+        serde::Serializer::collect_str(&mut serde_json::Serializer::new(&mut members), &message)
+            .expect("writing to a Vec cannot fail");
+        Self { members }
     }
 
     /// An application event such as `queue.enqueued`: a notification with an `event` field.
-    pub fn app(event: &'static str, level: Level, message: impl Into<String>) -> Self {
-        Self::notification(level, message).with("event", event)
+    pub fn app(event: &'static str, level: Level, message: impl std::fmt::Display) -> Self {
+        let mut new = Self::notification(level, message);
+        new.push_member("event", event);
+        new
     }
 
-    /// Adds a field to the event's JSON, replacing one of the same name; never use it for
-    /// secrets (tokens, passwords).
+    /// Adds a field to the event's JSON; never use it for secrets (tokens, passwords). The names
+    /// the bus and the constructors write (`id`, `type`, `message`, `event`, `timestamp`) are
+    /// left out, so they are never sent twice; other names are expected once each.
     pub fn with(mut self, key: &'static str, value: impl Serialize) -> Self {
-        let value = serde_json::to_value(value).unwrap_or(Value::Null);
-        match self.fields.iter_mut().find(|(name, _)| *name == key) {
-            Some(field) => field.1 = value,
-            None => self.fields.push((key, value)),
+        if !RESERVED_FIELDS.contains(&key) {
+            self.push_member(key, value);
         }
         self
     }
 
-    /// The `event` name, if this is an application event.
-    pub fn name(&self) -> Option<&str> {
-        self.field("event").and_then(Value::as_str)
+    /// Appends `,"key":value`; a value that cannot be serialized (a map with non-string keys)
+    /// is written as `null` rather than leaving half of it in the buffer.
+    fn push_member(&mut self, key: &str, value: impl Serialize) {
+        self.members.push(b',');
+        serde_json::to_writer(&mut self.members, key).expect("a string always serializes");
+        self.members.push(b':');
+        let start = self.members.len();
+        if serde_json::to_writer(&mut self.members, &value).is_err() {
+            self.members.truncate(start);
+            self.members.extend_from_slice(b"null");
+        }
     }
 
-    fn field(&self, key: &str) -> Option<&Value> {
-        self.fields
-            .iter()
-            .find(|(name, _)| *name == key)
-            .map(|(_, value)| value)
-    }
-
-    /// Serializes the event as sent in `data:`, except for its id, in the contract's order:
-    /// `type`, `message`, `event`, the other fields in the order they were added, `timestamp`.
-    /// The bus owns `id` and `timestamp`, so fields of those names are left out rather than
-    /// sent twice. The bus serializes before it takes its lock and adds the id under it, with
-    /// [`EventBody::with_id`].
     /// The event's `data:` JSON without an id (for notices that are not bus events), stamped
     /// now.
     pub fn to_json_without_id(&self) -> String {
-        self.to_body(&clock::now_rfc3339()).0
+        let mut json = String::with_capacity(self.members.len() + 48);
+        json.push('{');
+        json.push_str(self.members_str());
+        push_timestamp(&mut json, &clock::now_rfc3339());
+        json
     }
 
-    fn to_body(&self, timestamp: &str) -> EventBody {
-        let json = serde_json::to_string(&EventData {
-            event: self,
-            timestamp,
-        })
-        .expect("string keys and JSON values always serialize");
-        EventBody(json)
+    /// The complete `data:` JSON, `{"id":<id>,…,"timestamp":…}`: the id written first, as the
+    /// contract shows.
+    fn into_data(self, id: u64, timestamp: &str) -> Arc<str> {
+        let mut id_text = itoa::Buffer::new();
+        let id = id_text.format(id);
+        let mut json = String::with_capacity(self.members.len() + id.len() + 56);
+        json.push_str("{\"id\":");
+        json.push_str(id);
+        json.push(',');
+        json.push_str(self.members_str());
+        push_timestamp(&mut json, timestamp);
+        json.into()
     }
-}
 
-/// An event's JSON object without its `id`; it always has at least the `timestamp` member.
-struct EventBody(String);
-
-impl EventBody {
-    /// The complete `data:` JSON, `{"id":<id>,...}`: the id written first, as the contract shows.
-    fn with_id(&self, id: u64) -> Arc<str> {
-        let members = self.0.strip_prefix('{').unwrap_or(&self.0);
-        let mut data = String::with_capacity(self.0.len() + 28);
-        data.push_str("{\"id\":");
-        data.push_str(itoa::Buffer::new().format(id));
-        data.push(',');
-        data.push_str(members);
-        data.into()
+    fn members_str(&self) -> &str {
+        std::str::from_utf8(&self.members).expect("serde_json writes UTF-8")
     }
 }
 
-/// Fields written first, in this order, when present.
-const LEADING_FIELDS: [&str; 3] = ["type", "message", "event"];
-/// Fields the bus writes itself.
-const BUS_FIELDS: [&str; 2] = ["id", "timestamp"];
-
-/// The `data:` JSON of one event but its id, borrowed from its parts.
-struct EventData<'a> {
-    event: &'a NewEvent,
-    timestamp: &'a str,
-}
-
-impl Serialize for EventData<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(None)?;
-        for key in LEADING_FIELDS {
-            if let Some(value) = self.event.field(key) {
-                map.serialize_entry(key, value)?;
-            }
-        }
-        for (key, value) in &self.event.fields {
-            if !LEADING_FIELDS.contains(key) && !BUS_FIELDS.contains(key) {
-                map.serialize_entry(key, value)?;
-            }
-        }
-        map.serialize_entry("timestamp", self.timestamp)?;
-        map.end()
-    }
+/// Closes an event's JSON with its `timestamp` member.
+fn push_timestamp(json: &mut String, timestamp: &str) {
+    json.push_str(",\"timestamp\":\"");
+    json.push_str(timestamp);
+    json.push_str("\"}");
 }
 
 /// A published event: its id and its JSON, shared by every subscriber.
@@ -230,4 +220,59 @@ pub trait EventBus: Send + Sync + 'static {
 
     /// How many events are retained for replay.
     fn retained(&self) -> usize;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    #[test]
+    fn level_names_are_their_serialized_names() {
+        for level in Level::ALL {
+            assert_eq!(json!(level), level.as_str());
+        }
+    }
+
+    #[test]
+    fn event_json_is_escaped_and_in_the_contract_order() {
+        let unserializable = HashMap::from([((1, 2), 3)]);
+        let data = NewEvent::app(
+            "queue.enqueued",
+            Level::Warning,
+            format_args!("say \"{}\"\n", "hi\\"),
+        )
+        .with("task", "a\"b")
+        .with("n", 7)
+        .with("event", "renamed")
+        .with("bad", &unserializable)
+        .into_data(42, "2026-11-23T10:00:00Z");
+        assert!(
+            data.starts_with(r#"{"id":42,"type":"warning","message":"say \"hi\\\"\n","event":"queue.enqueued","task":"a\"b","n":7,"bad":null,"timestamp":"#),
+            "{data}"
+        );
+        let value: Value = serde_json::from_str(&data).expect("valid JSON");
+        assert_eq!(value["message"], "say \"hi\\\"\n");
+        assert_eq!(value["event"], "queue.enqueued");
+        assert_eq!(value["timestamp"], "2026-11-23T10:00:00Z");
+    }
+
+    #[test]
+    fn json_without_id_is_stamped_now() {
+        let json = NewEvent::notification(Level::Info, "hello")
+            .with("skipped", 3)
+            .to_json_without_id();
+        let value: Value = serde_json::from_str(&json).expect("valid JSON");
+        assert_eq!(value.get("id"), None);
+        assert_eq!(value["type"], "info");
+        assert_eq!(value["skipped"], 3);
+        assert!(
+            value["timestamp"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z'))
+        );
+    }
 }

@@ -170,7 +170,7 @@ async fn login(
         NewEvent::app(
             "auth.login",
             Level::Success,
-            format!("{username} logged in"),
+            format_args!("{username} logged in"),
         )
         .with("username", username),
     );
@@ -218,8 +218,12 @@ async fn logout(
     let username = &claims.username;
     tracing::info!(%username, "logout");
     state.events.publish(
-        NewEvent::app("auth.logout", Level::Info, format!("{username} logged out"))
-            .with("username", username),
+        NewEvent::app(
+            "auth.logout",
+            Level::Info,
+            format_args!("{username} logged out"),
+        )
+        .with("username", username),
     );
     Ok(Json(LogoutResponse {
         message: "Logged out successfully",

@@ -246,7 +246,7 @@ fn lagged_notice(skipped: u64) -> String {
     NewEvent::app(
         "stream.lagged",
         Level::Warning,
-        format!("{skipped} events were skipped because this client fell behind"),
+        format_args!("{skipped} events were skipped because this client fell behind"),
     )
     .with("skipped", skipped)
     .to_json_without_id()

@@ -225,7 +225,7 @@ fn publish(
     queue_size: usize,
 ) {
     state.events.publish(
-        NewEvent::app(event, Level::Info, format!("{message}: {}", task.task))
+        NewEvent::app(event, Level::Info, format_args!("{message}: {}", task.task))
             .with("taskId", task.id)
             .with("task", &task.task)
             .with("priority", task.priority)
