@@ -5,21 +5,27 @@
 //! error. Query values are parsed with [`int_param`] and [`choice_param`], which name the field
 //! and the allowed range instead of silently falling back to a default.
 
-use std::error::Error as _;
 use std::fmt::Display;
 use std::ops::RangeInclusive;
 use std::str::FromStr;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use crate::app::AppState;
 use crate::error::ApiError;
 
 /// JSON request body; rejections become 400 `invalid_json`, 415, 413 or 400 `invalid_input`.
+///
+/// It accepts what axum's `Json` accepts (`application/json` or `application/*+json`, any
+/// parameters) and answers with the same errors, but on a JSON value's path it costs less:
+/// the content type is matched without building a `Mime`, and the body is parsed in one pass
+/// without tracking the path of each value, which is needed only to name the field of a data
+/// error, so a body that fails that way is parsed a second time, with the tracking.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
 
@@ -32,43 +38,66 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => {
-                let limit = AppState::from_ref(state).config.body_limit_bytes;
-                Err(json_rejection(rejection, limit))
-            }
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(is_json_content_type);
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType);
         }
+        let body = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge {
+                    limit: AppState::from_ref(state).config.body_limit_bytes,
+                }
+            } else {
+                ApiError::invalid_input("body", rejection.body_text())
+            }
+        })?;
+        parse_json(&body).map(Self)
     }
 }
 
-fn json_rejection(rejection: JsonRejection, limit: usize) -> ApiError {
-    match rejection {
-        JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
-        JsonRejection::JsonSyntaxError(err) => ApiError::InvalidJson(innermost_message(&err)),
-        JsonRejection::JsonDataError(err) => {
-            let path = err
-                .source()
-                .and_then(|inner| inner.source())
-                .and_then(|inner| {
-                    inner.downcast_ref::<serde_path_to_error::Error<serde_json::Error>>()
-                })
-                .map(|e| (e.path().to_string(), e.inner().to_string()));
-            match path {
-                Some((field, message)) if field != "." => {
-                    ApiError::invalid_input(field.clone(), format!("{field}: {message}"))
-                }
-                Some((_, message)) => ApiError::invalid_input("body", message),
-                None => ApiError::invalid_input("body", innermost_message(&err)),
-            }
+/// `application/json` or `application/<anything>+json`, in any case, with any parameters.
+fn is_json_content_type(content_type: &str) -> bool {
+    // What nearly every client sends, matched before any splitting.
+    if content_type == "application/json" {
+        return true;
+    }
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    let suffix = subtype
+        .len()
+        .checked_sub(5)
+        .and_then(|at| subtype.get(at..));
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json")
+            || suffix.is_some_and(|suffix| suffix.eq_ignore_ascii_case("+json")))
+}
+
+/// Parses a JSON body: a syntax error is 400 `invalid_json`; a value of the wrong shape is 400
+/// `invalid_input` naming the field (its path, `body` for the whole value).
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let err = match serde_json::from_slice(body) {
+        Ok(value) => return Ok(value),
+        Err(err) => err,
+    };
+    if !err.is_data() {
+        return Err(ApiError::InvalidJson(err.to_string()));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
+        Err(tracked) if tracked.path().iter().next().is_some() => {
+            let field = tracked.path().to_string();
+            let message = format!("{field}: {}", tracked.inner());
+            Err(ApiError::invalid_input(field, message))
         }
-        JsonRejection::BytesRejection(err) if err.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::PayloadTooLarge { limit }
-        }
-        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::PayloadTooLarge { limit }
-        }
-        other => ApiError::invalid_input("body", other.body_text()),
+        // The whole value is of the wrong shape (or, were the two parses to disagree, the
+        // first one's error is the answer).
+        _ => Err(ApiError::invalid_input("body", err.to_string())),
     }
 }
 
@@ -164,6 +193,74 @@ pub fn choice_param<T: Copy>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_content_types_are_matched_like_axum_does() {
+        for accepted in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "application/vnd.api+json",
+            "application/problem+JSON ; q=1",
+        ] {
+            assert!(is_json_content_type(accepted), "{accepted}");
+        }
+        for refused in [
+            "",
+            "json",
+            "text/json",
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "application/jsonp",
+            "application/+jsonx",
+            "application/json garbage",
+        ] {
+            assert!(!is_json_content_type(refused), "{refused}");
+        }
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[expect(dead_code, reason = "only parsed")]
+    struct Typed {
+        items: Vec<Item>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[expect(dead_code, reason = "only parsed")]
+    struct Item {
+        n: u8,
+    }
+
+    #[test]
+    fn json_errors_say_what_and_where() {
+        let syntax = parse_json::<Typed>(br#"{"items": [}"#).unwrap_err();
+        assert!(
+            matches!(syntax, ApiError::InvalidJson(ref m) if m.contains("line 1")),
+            "{syntax:?}"
+        );
+        let truncated = parse_json::<Typed>(br#"{"items": "#).unwrap_err();
+        assert!(
+            matches!(truncated, ApiError::InvalidJson(_)),
+            "{truncated:?}"
+        );
+        let nested = parse_json::<Typed>(br#"{"items": [{"n": 1}, {"n": 300}]}"#).unwrap_err();
+        match nested {
+            ApiError::InvalidInput { field, message } => {
+                assert_eq!(field, "items[1].n");
+                assert!(
+                    message.starts_with("items[1].n: invalid value: integer `300`"),
+                    "{message}"
+                );
+            }
+            other => panic!("expected invalid_input, got {other:?}"),
+        }
+        let whole = parse_json::<Typed>(br#""text""#).unwrap_err();
+        assert!(
+            matches!(whole, ApiError::InvalidInput { ref field, .. } if field == "body"),
+            "{whole:?}"
+        );
+        assert!(parse_json::<Typed>(br#"{"items": [{"n": 255}]}"#).is_ok());
+    }
 
     #[test]
     fn int_param_defaults_when_absent() {
