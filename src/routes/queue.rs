@@ -1,7 +1,7 @@
 //! `POST /enqueue`, `GET|POST /dequeue`, `GET /queue/status`: the HTTP face of [`crate::queue`].
 //!
-//! The enqueue body is read as a generic JSON value rather than a typed struct so that each
-//! mistake gets the contract's own message: a missing (or `null`) field is "required", a
+//! The enqueue body is read loosely ([`EnqueueBody`]: each field as whatever JSON type it has)
+//! rather than into a typed struct, so that each mistake gets the contract's own message: a missing (or `null`) field is "required", a
 //! priority of another JSON type "must be a number", and a wrong type or range for either field
 //! a 400 `invalid_input` naming the field and the accepted range.
 //!
@@ -12,8 +12,11 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use serde::Serialize;
-use serde_json::{Number, Value};
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::Number;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -128,7 +131,7 @@ struct NextTask {
 )]
 async fn enqueue(
     State(state): State<AppState>,
-    ApiJson(body): ApiJson<Value>,
+    ApiJson(body): ApiJson<EnqueueBody>,
 ) -> Result<Json<EnqueueResponse>, ApiError> {
     let (task, priority) = parse_enqueue(body)?;
     let enqueued = state.queue.enqueue(QueuedTask::new(task, priority)).await?;
@@ -246,49 +249,191 @@ impl From<QueueError> for ApiError {
     }
 }
 
+/// The enqueue body, read only as far as its checks need: each field as a [`Loose`] value,
+/// other members skipped. A body that is not a JSON object is a data error of the parser,
+/// which [`ApiJson`] reports as a 400 `invalid_input` on `body`.
+#[derive(Debug)]
+struct EnqueueBody {
+    task: Option<Loose>,
+    priority: Option<Loose>,
+}
+
+/// One JSON value as the enqueue checks see it: a string or a number is kept, anything else
+/// only named, so no JSON tree is built for a request.
+#[derive(Debug)]
+enum Loose {
+    Null,
+    String(String),
+    Number(Number),
+    /// Another type, by name ("a boolean", "an array", "an object").
+    Other(&'static str),
+}
+
+impl<'de> Deserialize<'de> for EnqueueBody {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(BodyVisitor)
+    }
+}
+
+struct BodyVisitor;
+
+impl<'de> Visitor<'de> for BodyVisitor {
+    type Value = EnqueueBody;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(r#"a JSON object such as {"task":"Process payment","priority":1}"#)
+    }
+
+    /// A repeated member counts once, the last one, as in a JSON object read into a map.
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EnqueueBody, A::Error> {
+        let mut body = EnqueueBody {
+            task: None,
+            priority: None,
+        };
+        while let Some(key) = map.next_key::<Member>()? {
+            match key {
+                Member::Task => body.task = Some(map.next_value()?),
+                Member::Priority => body.priority = Some(map.next_value()?),
+                Member::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(body)
+    }
+}
+
+/// A member name of the enqueue body, read without allocating.
+enum Member {
+    Task,
+    Priority,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Member {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MemberVisitor;
+        impl Visitor<'_> for MemberVisitor {
+            type Value = Member;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<Member, E> {
+                Ok(match name {
+                    "task" => Member::Task,
+                    "priority" => Member::Priority,
+                    _ => Member::Other,
+                })
+            }
+        }
+        deserializer.deserialize_identifier(MemberVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Loose {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(LooseVisitor)
+    }
+}
+
+struct LooseVisitor;
+
+impl<'de> Visitor<'de> for LooseVisitor {
+    type Value = Loose;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Loose, E> {
+        Ok(Loose::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Loose, E> {
+        Ok(Loose::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Loose, D::Error> {
+        Loose::deserialize(deserializer)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Loose, E> {
+        Ok(Loose::Other("a boolean"))
+    }
+
+    fn visit_i64<E: de::Error>(self, number: i64) -> Result<Loose, E> {
+        Ok(Loose::Number(number.into()))
+    }
+
+    fn visit_u64<E: de::Error>(self, number: u64) -> Result<Loose, E> {
+        Ok(Loose::Number(number.into()))
+    }
+
+    fn visit_f64<E: de::Error>(self, number: f64) -> Result<Loose, E> {
+        // JSON has no NaN nor infinity, so every parsed float is a number.
+        Ok(Number::from_f64(number).map_or(Loose::Other("a number"), Loose::Number))
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Loose, E> {
+        Ok(Loose::String(text.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, text: String) -> Result<Loose, E> {
+        Ok(Loose::String(text))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Loose, A::Error> {
+        while items.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Loose::Other("an array"))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<Loose, A::Error> {
+        while members.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Loose::Other("an object"))
+    }
+}
+
 /// Checks the task first, then the priority, so a body with both wrong reports the task.
-fn parse_enqueue(body: Value) -> Result<(TaskText, Priority), ApiError> {
-    let Value::Object(mut fields) = body else {
-        return Err(ApiError::invalid_input(
-            "body",
-            r#"the body must be a JSON object such as {"task":"Process payment","priority":1}"#,
-        ));
-    };
-    let task = parse_task(fields.remove("task"))?;
-    let priority = parse_priority(fields.remove("priority"))?;
+fn parse_enqueue(body: EnqueueBody) -> Result<(TaskText, Priority), ApiError> {
+    let task = parse_task(body.task)?;
+    let priority = parse_priority(body.priority)?;
     Ok((task, priority))
 }
 
 /// `null` counts as missing, as it does for most JSON APIs.
-fn parse_task(value: Option<Value>) -> Result<TaskText, ApiError> {
+fn parse_task(value: Option<Loose>) -> Result<TaskText, ApiError> {
     match value {
-        None | Some(Value::Null) => Err(ApiError::BadRequest {
+        None | Some(Loose::Null) => Err(ApiError::BadRequest {
             code: "task_required",
             message: "Task is required",
         }),
-        Some(Value::String(text)) => {
+        Some(Loose::String(text)) => {
             TaskText::parse(text).map_err(|err| ApiError::invalid_input("task", err.to_string()))
         }
-        Some(other) => Err(ApiError::invalid_input(
-            "task",
-            format!(
-                "task must be a string of 1 to {MAX_TASK_CHARS} characters (got {})",
-                json_type(&other)
-            ),
-        )),
+        Some(Loose::Number(_)) => Err(wrong_task_type("a number")),
+        Some(Loose::Other(kind)) => Err(wrong_task_type(kind)),
     }
 }
 
+fn wrong_task_type(kind: &str) -> ApiError {
+    ApiError::invalid_input(
+        "task",
+        format!("task must be a string of 1 to {MAX_TASK_CHARS} characters (got {kind})"),
+    )
+}
+
 /// `null` counts as missing; any other non-number is "not a number".
-fn parse_priority(value: Option<Value>) -> Result<Priority, ApiError> {
+fn parse_priority(value: Option<Loose>) -> Result<Priority, ApiError> {
     match value {
-        None | Some(Value::Null) => Err(ApiError::BadRequest {
+        None | Some(Loose::Null) => Err(ApiError::BadRequest {
             code: "priority_required",
             message: "Priority is required (number)",
         }),
-        Some(Value::Number(number)) => priority_from_number(&number)
+        Some(Loose::Number(number)) => priority_from_number(&number)
             .map_err(|err| ApiError::invalid_input("priority", err.to_string())),
-        Some(_) => Err(ApiError::invalid_input(
+        Some(Loose::String(_) | Loose::Other(_)) => Err(ApiError::invalid_input(
             "priority",
             "Priority must be a number",
         )),
@@ -312,25 +457,18 @@ fn priority_from_number(number: &Number) -> Result<Priority, InvalidPriority> {
     }
 }
 
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 
+    fn parse(body: Value) -> Result<(TaskText, Priority), ApiError> {
+        parse_enqueue(serde_json::from_value(body).expect("a JSON object"))
+    }
+
     fn field_error(body: Value) -> (String, String) {
-        match parse_enqueue(body).unwrap_err() {
+        match parse(body).unwrap_err() {
             ApiError::InvalidInput { field, message } => (field, message),
             other => panic!("expected invalid_input, got {other:?}"),
         }
@@ -339,13 +477,10 @@ mod tests {
     #[test]
     fn missing_or_null_fields_use_the_contract_messages() {
         for body in [json!({"priority": 1}), json!({"task": null, "priority": 1})] {
-            assert_eq!(
-                parse_enqueue(body).unwrap_err().to_string(),
-                "Task is required"
-            );
+            assert_eq!(parse(body).unwrap_err().to_string(), "Task is required");
         }
         for body in [json!({"task": "t"}), json!({"task": "t", "priority": null})] {
-            let err = parse_enqueue(body).unwrap_err();
+            let err = parse(body).unwrap_err();
             assert_eq!(err.to_string(), "Priority is required (number)");
             assert_eq!(err.code(), "priority_required");
         }
@@ -387,7 +522,7 @@ mod tests {
             (json!(-7), -7),
             (json!(9_007_199_254_740_992_u64), Priority::MAX),
         ] {
-            let (_, parsed) = parse_enqueue(json!({"task": "t", "priority": priority})).unwrap();
+            let (_, parsed) = parse(json!({"task": "t", "priority": priority})).unwrap();
             assert_eq!(parsed.get(), expected);
         }
     }
@@ -419,8 +554,19 @@ mod tests {
 
     #[test]
     fn a_body_that_is_not_an_object_is_refused() {
-        for body in [json!([]), json!("task"), json!(1), Value::Null] {
-            assert_eq!(field_error(body).0, "body");
+        for body in ["[]", r#"["t", 1]"#, r#""task""#, "1", "null"] {
+            let err = serde_json::from_str::<EnqueueBody>(body).unwrap_err();
+            assert!(err.is_data(), "{body}: {err}");
+            assert!(err.to_string().contains("expected a JSON object"), "{err}");
         }
+    }
+
+    #[test]
+    fn other_members_are_skipped_and_the_last_of_a_repeated_one_counts() {
+        let body = r#"{"note": {"deep": [1, {"x": null}]}, "task": "a", "priority": 1,
+            "task": "b", "t\u0061sk2": true}"#;
+        let (task, priority) =
+            parse_enqueue(serde_json::from_str(body).expect("an object")).expect("valid");
+        assert_eq!((task.as_str(), priority.get()), ("b", 1));
     }
 }
