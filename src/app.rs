@@ -3,15 +3,15 @@
 //! [`AppState`] is the one value every handler receives through `State`: cheap to clone, with
 //! `Arc`s inside. Stores that a multi-instance deployment will move to Redis (revocations, queue,
 //! event bus) are held behind small traits, so a second implementation plugs in here without
-//! touching handlers. [`build_router`] merges the route modules, serves their OpenAPI document
-//! and adds the shared layers.
+//! touching handlers. [`build_router`] merges the route modules and adds the shared layers; the
+//! OpenAPI document is generated from the same routes when the state is built.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Extension};
 use tokio_util::task::TaskTracker;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::{self, AuthService};
 use crate::compute::ComputePool;
@@ -84,6 +84,8 @@ pub struct Components {
     pub queue: Arc<dyn TaskQueue>,
     /// Runs CPU-heavy jobs off the async runtime, with admission control.
     pub compute: ComputePool,
+    /// The OpenAPI document of the routes [`build_router`] serves, for `/openapi.json`.
+    pub api_document: ApiDocument,
 }
 
 impl AppState {
@@ -106,6 +108,7 @@ impl AppState {
             component: "compute pool",
             message: err.to_string(),
         })?;
+        let api_document = ApiDocument::new(served_routes(&config).into_openapi(), &config);
         Ok(Self(Arc::new(Components {
             config: Arc::new(config),
             metrics,
@@ -117,6 +120,7 @@ impl AppState {
             auth,
             queue,
             compute,
+            api_document,
         })))
     }
 
@@ -145,15 +149,22 @@ impl AppState {
 
 /// The complete HTTP application for `state`.
 pub fn build_router(state: AppState) -> Router {
-    let (router, api) = routes::api_router()
-        .merge(routes::tasks::blocking_demo_router(
-            state.config.enable_blocking_demo,
-        ))
-        .split_for_parts();
-    let document = ApiDocument::new(api, &state.config);
-    let router = router
-        .layer(Extension(document))
-        .fallback(|| async { ApiError::RouteNotFound })
-        .layer(DefaultBodyLimit::max(state.config.body_limit_bytes));
-    middleware::apply(router, &state.config.cors_origins, state.metrics.clone()).with_state(state)
+    let router =
+        Router::from(served_routes(&state.config)).fallback(|| async { ApiError::RouteNotFound });
+    let config = &state.config;
+    middleware::apply(
+        router,
+        &config.cors_origins,
+        state.metrics.clone(),
+        config.body_limit_bytes,
+    )
+    .with_state(state)
+}
+
+/// Every route this configuration serves, each with its OpenAPI description: the one list that
+/// both the router and the document are made from.
+fn served_routes(config: &Config) -> OpenApiRouter<AppState> {
+    routes::api_router().merge(routes::tasks::blocking_demo_router(
+        config.enable_blocking_demo,
+    ))
 }

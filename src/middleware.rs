@@ -20,7 +20,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::{Either, FutureExt, Map};
@@ -77,8 +77,17 @@ const SECURITY_HEADERS: [(HeaderName, HeaderValue); 5] = [
     ),
 ];
 
-/// Wraps `router` in the shared layers.
-pub fn apply<S>(router: Router<S>, cors: &CorsOrigins, metrics: Metrics) -> Router<S>
+/// Wraps `router` in the shared layers, with the observability of `metrics`, the CORS rules of
+/// `cors` and the request body limit `body_limit` bytes.
+///
+/// They are added in one `Router::layer` call: axum wraps every route in a new boxed service
+/// for each call, and clones each of those boxes for every request.
+pub fn apply<S>(
+    router: Router<S>,
+    cors: &CorsOrigins,
+    metrics: Metrics,
+    body_limit: usize,
+) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
@@ -89,7 +98,8 @@ where
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("handler panicked".into()).into_response()
         }))
-        .map_response(json_method_not_allowed);
+        .map_response(json_method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit));
     router.layer(layers)
 }
 
@@ -420,6 +430,7 @@ mod tests {
                 .route("/boom", get(|| async { StatusCode::INTERNAL_SERVER_ERROR })),
             &CorsOrigins::Any,
             Metrics::new(),
+            1024,
         );
 
         let mut request = get_request("/items/7");

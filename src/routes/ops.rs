@@ -1,7 +1,7 @@
 //! Operations routes: the endpoint index, health, Prometheus metrics and the OpenAPI document.
 
 use axum::Json;
-use axum::extract::{Extension, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -159,6 +159,6 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     tag = tags::OPERATIONS,
     responses((status = 200, description = "The OpenAPI document", body = Object)),
 )]
-async fn openapi_json(Extension(document): Extension<ApiDocument>) -> ApiDocument {
-    document
+async fn openapi_json(State(state): State<AppState>) -> ApiDocument {
+    state.api_document.clone()
 }
