@@ -151,14 +151,7 @@ impl AppState {
 pub fn build_router(state: AppState) -> Router {
     let router =
         Router::from(served_routes(&state.config)).fallback(|| async { ApiError::RouteNotFound });
-    let config = &state.config;
-    middleware::apply(
-        router,
-        &config.cors_origins,
-        state.metrics.clone(),
-        config.body_limit_bytes,
-    )
-    .with_state(state)
+    middleware::apply(router, &state.config.cors_origins, state.metrics.clone()).with_state(state)
 }
 
 /// Every route this configuration serves, each with its OpenAPI description: the one list that

@@ -9,11 +9,13 @@ use std::fmt::Display;
 use std::ops::RangeInclusive;
 use std::str::FromStr;
 
+use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
 use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
 
 use crate::app::AppState;
@@ -46,16 +48,25 @@ where
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let body = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge {
-                    limit: AppState::from_ref(state).config.body_limit_bytes,
-                }
-            } else {
-                ApiError::invalid_input("body", rejection.body_text())
-            }
-        })?;
+        let limit = AppState::from_ref(state).config.body_limit_bytes;
+        let body = read_body(req.into_body(), limit).await?;
         parse_json(&body).map(Self)
+    }
+}
+
+/// Reads a whole request body, refusing one of more than `limit` bytes with a 413.
+///
+/// This is where `BODY_LIMIT_BYTES` is enforced: every body the API reads is read here (through
+/// [`ApiJson`]), so requests carry no per-request limit in their extensions, which is what
+/// axum's `DefaultBodyLimit` layer would add to every request, bodies or not.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<LengthLimitError>() => Err(ApiError::PayloadTooLarge { limit }),
+        Err(err) => Err(ApiError::invalid_input(
+            "body",
+            format!("the request body could not be read: {err}"),
+        )),
     }
 }
 

@@ -20,7 +20,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::{Either, FutureExt, Map};
@@ -77,17 +77,13 @@ const SECURITY_HEADERS: [(HeaderName, HeaderValue); 5] = [
     ),
 ];
 
-/// Wraps `router` in the shared layers, with the observability of `metrics`, the CORS rules of
-/// `cors` and the request body limit `body_limit` bytes.
+/// Wraps `router` in the shared layers, with the observability of `metrics` and the CORS rules
+/// of `cors`.
 ///
 /// They are added in one `Router::layer` call: axum wraps every route in a new boxed service
-/// for each call, and clones each of those boxes for every request.
-pub fn apply<S>(
-    router: Router<S>,
-    cors: &CorsOrigins,
-    metrics: Metrics,
-    body_limit: usize,
-) -> Router<S>
+/// for each call, and clones each of those boxes for every request. (The body limit is no layer:
+/// it is applied where bodies are read, in [`crate::extract::ApiJson`].)
+pub fn apply<S>(router: Router<S>, cors: &CorsOrigins, metrics: Metrics) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
@@ -98,8 +94,7 @@ where
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("handler panicked".into()).into_response()
         }))
-        .map_response(json_method_not_allowed)
-        .layer(DefaultBodyLimit::max(body_limit));
+        .map_response(json_method_not_allowed);
     router.layer(layers)
 }
 
@@ -430,7 +425,6 @@ mod tests {
                 .route("/boom", get(|| async { StatusCode::INTERNAL_SERVER_ERROR })),
             &CorsOrigins::Any,
             Metrics::new(),
-            1024,
         );
 
         let mut request = get_request("/items/7");

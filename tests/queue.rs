@@ -183,6 +183,57 @@ async fn missing_fields_get_the_contract_messages() {
 }
 
 #[tokio::test]
+async fn bodies_over_the_limit_are_refused_with_or_without_a_length_and_enqueue_nothing() {
+    let app = spawn_app_with(&[("BODY_LIMIT_BYTES", "64")]).await;
+    // `{"task":"","priority":1}` is 24 bytes; the task text makes up the rest.
+    let body_of = |len: usize| format!(r#"{{"task":"{}","priority":1}}"#, "x".repeat(len - 24));
+    let post = |body: reqwest::Body| {
+        app.client
+            .post(app.url("/enqueue"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+
+    let at_limit = body_of(64);
+    assert_eq!(at_limit.len(), 64);
+    let accepted = post(at_limit.into()).await.expect("sent");
+    assert_eq!(
+        accepted.status(),
+        200,
+        "a body of exactly the limit is read"
+    );
+
+    let over = body_of(65);
+    let refused = error_body(
+        post(over.clone().into()).await.expect("sent"),
+        413,
+        "payload_too_large",
+    )
+    .await;
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("64 bytes")),
+        "the message states the limit: {refused}"
+    );
+    // Sent in chunks, with no Content-Length to refuse it by: counted as it arrives.
+    let (head, tail) = over.split_at(40);
+    let chunks =
+        futures_util::stream::iter([head.to_owned(), tail.to_owned()].map(Ok::<_, std::io::Error>));
+    let chunked = post(reqwest::Body::wrap_stream(chunks))
+        .await
+        .expect("sent");
+    error_body(chunked, 413, "payload_too_large").await;
+
+    assert_eq!(
+        status(&app).await["size"],
+        1,
+        "only the accepted body was enqueued"
+    );
+}
+
+#[tokio::test]
 async fn a_priority_that_is_not_a_number_is_refused() {
     let app = spawn_app().await;
     for priority in [json!("1"), json!(true), json!([1]), json!({"value": 1})] {
