@@ -65,14 +65,19 @@ impl EventBus for MemoryEventBus {
             id,
             data: event.into_data(id, &timestamp),
         };
+        let mut evicted = None;
         if self.replay_capacity > 0 {
             if inner.retained.len() == self.replay_capacity {
-                inner.retained.pop_front();
+                evicted = inner.retained.pop_front();
             }
             inner.retained.push_back(event.clone());
         }
-        // An error only means nobody is subscribed right now.
-        let _ = self.sender.send(event);
+        // An error only means nobody is subscribed right now; it hands the event back.
+        let unsent = self.sender.send(event).err();
+        drop(inner);
+        // The oldest event's bytes, allocated by whichever thread published it, are freed
+        // after the lock is released.
+        drop((evicted, unsent));
         id
     }
 
