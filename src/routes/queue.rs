@@ -304,32 +304,13 @@ impl<'de> Visitor<'de> for BodyVisitor {
 }
 
 /// A member name of the enqueue body, read without allocating.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
 enum Member {
     Task,
     Priority,
+    #[serde(other)]
     Other,
-}
-
-impl<'de> Deserialize<'de> for Member {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct MemberVisitor;
-        impl Visitor<'_> for MemberVisitor {
-            type Value = Member;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a member name")
-            }
-
-            fn visit_str<E: de::Error>(self, name: &str) -> Result<Member, E> {
-                Ok(match name {
-                    "task" => Member::Task,
-                    "priority" => Member::Priority,
-                    _ => Member::Other,
-                })
-            }
-        }
-        deserializer.deserialize_identifier(MemberVisitor)
-    }
 }
 
 impl<'de> Deserialize<'de> for Loose {
