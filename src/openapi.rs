@@ -2,10 +2,11 @@
 //!
 //! Every route module registers its handlers through `utoipa_axum`'s `OpenApiRouter`, so a route
 //! exists only together with its `#[utoipa::path]` description: the router and the document are
-//! two views of one value, split in [`crate::app::build_router`]. This module supplies what no
-//! handler knows: the document's info, tags and bearer scheme ([`base`]), and the limits that
-//! come from the configuration rather than from the code ([`ApiDocument::new`]). The document is
-//! serialized once at start-up and served as shared bytes.
+//! both made from the one list of routes in `crate::app` (the router by
+//! [`crate::app::build_router`], the document when the state is built). This module supplies
+//! what no handler knows: the document's info, tags and bearer scheme ([`base`]), and the limits
+//! that come from the configuration rather than from the code ([`ApiDocument::new`]). The
+//! document is serialized once at start-up and served as shared bytes.
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
