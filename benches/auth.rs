@@ -10,57 +10,99 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use backflow::Config;
-use backflow::auth::AuthService;
-use backflow::auth::revocation::InMemoryRevocationList;
+use backflow::auth::jwt::LEEWAY_SECONDS;
+use backflow::auth::{AuthService, MemoryRevocations};
+use backflow::events::MemoryEventBus;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn config(token_cache_capacity: &str) -> Config {
     Config::from_pairs([
         ("JWT_SECRET", "bench-secret-bench-secret-bench-secret"),
         ("TOKEN_CACHE_CAPACITY", token_cache_capacity),
+        ("LOGIN_SUCCESS_MAX_PER_MINUTE", "1000000"),
     ])
     .expect("valid bench config")
 }
 
+/// A service over the in-memory stores, as `STORE=memory` and `STORE=embedded` check tokens.
+fn service(config: &Config) -> AuthService {
+    AuthService::new(
+        config,
+        Arc::new(MemoryRevocations::new(LEEWAY_SECONDS, 1_000_000)),
+        Arc::new(MemoryEventBus::new(0)),
+    )
+}
+
 fn jwt(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime builds");
     let cached = config("10000");
     let client = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let mut group = c.benchmark_group("auth");
 
-    let service = AuthService::new(&cached, Arc::new(InMemoryRevocationList::new(1)));
+    let service = service(&cached);
     group.bench_function("login_issue", |b| {
-        b.iter(|| {
+        b.to_async(&runtime).iter(|| async {
             black_box(
                 service
                     .login(client, "admin", "admin123")
+                    .await
                     .expect("demo user"),
             )
         })
     });
 
-    let token = service
-        .login(client, "admin", "admin123")
+    let token = runtime
+        .block_on(service.login(client, "admin", "admin123"))
         .expect("demo user")
         .token;
     group.bench_function("verify_with_revocation_check/empty_list", |b| {
-        b.iter(|| black_box(service.authenticate(black_box(&token)).expect("valid")))
+        b.to_async(&runtime).iter(|| async {
+            black_box(
+                service
+                    .authenticate(black_box(&token))
+                    .await
+                    .expect("valid"),
+            )
+        })
     });
-    let uncached = AuthService::new(&config("0"), Arc::new(InMemoryRevocationList::new(1)));
+    let uncached = self::service(&config("0"));
     group.bench_function("verify_with_revocation_check/empty_list_no_cache", |b| {
-        b.iter(|| black_box(uncached.authenticate(black_box(&token)).expect("valid")))
+        b.to_async(&runtime).iter(|| async {
+            black_box(
+                uncached
+                    .authenticate(black_box(&token))
+                    .await
+                    .expect("valid"),
+            )
+        })
     });
 
-    let crowded = AuthService::new(&cached, Arc::new(InMemoryRevocationList::new(1)));
-    for _ in 0..100_000 {
-        let issued = crowded.login(client, "user", "user123").expect("demo user");
-        crowded.logout(&issued.claims).expect("first logout");
-    }
-    let token = crowded
-        .login(client, "admin", "admin123")
+    let crowded = self::service(&cached);
+    runtime.block_on(async {
+        for _ in 0..100_000 {
+            let issued = crowded
+                .login(client, "user", "user123")
+                .await
+                .expect("demo user");
+            crowded.logout(&issued.claims).await.expect("first logout");
+        }
+    });
+    let token = runtime
+        .block_on(crowded.login(client, "admin", "admin123"))
         .expect("demo user")
         .token;
     group.bench_function("verify_with_revocation_check/100k_revoked", |b| {
-        b.iter(|| black_box(crowded.authenticate(black_box(&token)).expect("valid")))
+        b.to_async(&runtime).iter(|| async {
+            black_box(
+                crowded
+                    .authenticate(black_box(&token))
+                    .await
+                    .expect("valid"),
+            )
+        })
     });
     group.finish();
 }

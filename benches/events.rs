@@ -6,7 +6,7 @@
 
 use std::hint::black_box;
 
-use backflow::events::{Delivery, EventBus, Level, MemoryEventBus, NewEvent};
+use backflow::events::{Delivery, Level, MemoryEventBus, NewEvent};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::StreamExt;
 use futures_util::future::join_all;
@@ -19,14 +19,16 @@ fn fan_out(c: &mut Criterion) {
     let mut group = c.benchmark_group("events/publish_and_deliver");
     for subscribers in [1usize, 100, 1_000] {
         let bus = MemoryEventBus::new(1_000);
-        let mut subs: Vec<_> = (0..subscribers).map(|_| bus.subscribe(None)).collect();
+        let mut subs: Vec<_> = (0..subscribers).map(|_| bus.subscribe_now(None)).collect();
         group.throughput(Throughput::Elements(subscribers as u64));
         group.bench_with_input(
             BenchmarkId::from_parameter(subscribers),
             &subscribers,
             |b, _| {
                 b.iter(|| {
-                    bus.publish(NewEvent::app("bench.event", Level::Info, "fan-out").with("n", 1));
+                    bus.publish_now(
+                        NewEvent::app("bench.event", Level::Info, "fan-out").with("n", 1),
+                    );
                     runtime.block_on(async {
                         let received = join_all(subs.iter_mut().map(|s| s.live.next())).await;
                         for delivery in received {

@@ -50,6 +50,8 @@ fn routes(c: &mut Criterion) {
         ("JWT_SECRET", "bench-secret-bench-secret-bench-secret"),
         ("DATA_DIR", data_dir.path().to_str().expect("a UTF-8 path")),
         ("QUEUE_CAPACITY", "100000000"),
+        // The cost of the HTTP layer: the store's own cost is measured by benches/load.sh.
+        ("STORE", "memory"),
     ])
     .expect("valid bench config");
     let state = runtime
@@ -62,9 +64,12 @@ fn routes(c: &mut Criterion) {
     );
     // Login reads the client address from the connection, which an in-process call has none
     // of; the token is issued directly instead.
-    let token = state
-        .auth
-        .login(IpAddr::V4(Ipv4Addr::LOCALHOST), "admin", "admin123")
+    let token = runtime
+        .block_on(
+            state
+                .auth
+                .login(IpAddr::V4(Ipv4Addr::LOCALHOST), "admin", "admin123"),
+        )
         .expect("a demo user")
         .token;
 

@@ -1,9 +1,9 @@
 //! The shared application state and the assembled router.
 //!
 //! [`AppState`] is the one value every handler receives through `State`: cheap to clone, with
-//! `Arc`s inside. Stores that a multi-instance deployment will move to Redis (revocations, queue,
-//! event bus) are held behind small traits, so a second implementation plugs in here without
-//! touching handlers. [`build_router`] merges the route modules and adds the shared layers; the
+//! `Arc`s inside. The state that outlives requests (queue, revocations, events) sits behind the
+//! store traits of [`crate::store`], opened here for the configured `STORE`, so handlers and
+//! domain services never know which store holds it. [`build_router`] merges the route modules and adds the shared layers; the
 //! OpenAPI document is generated from the same routes when the state is built.
 
 use std::sync::Arc;
@@ -17,11 +17,12 @@ use crate::auth::{self, AuthService};
 use crate::compute::ComputePool;
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::events::{self, EventBus, MemoryEventBus, SubscriberLimit};
+use crate::events::{self, EventBus, SubscriberLimit};
 use crate::metrics::Metrics;
 use crate::openapi::ApiDocument;
-use crate::queue::{MemoryQueue, TaskQueue};
+use crate::queue::TaskQueue;
 use crate::shutdown::Shutdown;
+use crate::store::{self, StoreHealth, Stores};
 use crate::{middleware, routes, telemetry};
 
 /// Why the server could not start.
@@ -38,6 +39,9 @@ pub enum StartupError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::store::embedded::database::OpenError),
     /// A component could not be started.
     #[error("cannot start {component}: {message}")]
     Component {
@@ -80,8 +84,10 @@ pub struct Components {
     pub started_at: Instant,
     /// Login, token verification and the revocation list.
     pub auth: Arc<AuthService>,
-    /// The priority queue (in memory, restored from `DATA_DIR`).
-    pub queue: Arc<dyn TaskQueue>,
+    /// The priority queue.
+    pub queue: TaskQueue,
+    /// Readiness and closing of the configured store.
+    pub store: Arc<dyn StoreHealth>,
     /// Runs CPU-heavy jobs off the async runtime, with admission control.
     pub compute: ComputePool,
     /// The OpenAPI document of the routes [`build_router`] serves, for `/openapi.json`.
@@ -89,21 +95,37 @@ pub struct Components {
 }
 
 impl AppState {
-    /// Builds every component, restores snapshots and starts background tasks.
+    /// Opens the configured stores, builds every component and starts background tasks.
     pub async fn new(config: Config, shutdown: Shutdown) -> Result<Self, StartupError> {
         let metrics = Metrics::new();
+        let stores = store::open(&config, &metrics).await?;
+        Self::with_stores(config, shutdown, metrics, stores)
+    }
+
+    /// Like [`AppState::new`] over stores already open (tests pass wrapped ones).
+    pub fn with_stores(
+        config: Config,
+        shutdown: Shutdown,
+        metrics: Metrics,
+        stores: Stores,
+    ) -> Result<Self, StartupError> {
+        let Stores {
+            queue,
+            revocations,
+            events,
+            health,
+        } = stores;
         let tasks = TaskTracker::new();
         tasks.spawn(telemetry::run_lag_probe(metrics.clone(), shutdown.clone()));
-        let events: Arc<dyn EventBus> = Arc::new(MemoryEventBus::new(config.sse_replay_buffer));
         tasks.spawn(events::run_notifier(
             events.clone(),
             config.notify_interval,
             shutdown.clone(),
         ));
         let subscribers = SubscriberLimit::new(config.sse_max_connections);
-        let auth = Arc::new(AuthService::restore(&config).await);
+        let auth = Arc::new(AuthService::new(&config, revocations, events.clone()));
         tasks.spawn(auth::run_sweeper(auth.clone(), shutdown.clone()));
-        let queue = Arc::new(MemoryQueue::restore(&config.data_dir, config.queue_capacity).await);
+        let queue = TaskQueue::new(queue, events.clone());
         let compute = ComputePool::from_config(&config).map_err(|err| StartupError::Component {
             component: "compute pool",
             message: err.to_string(),
@@ -119,6 +141,7 @@ impl AppState {
             started_at: Instant::now(),
             auth,
             queue,
+            store: health,
             compute,
             api_document,
         })))
@@ -130,6 +153,9 @@ impl AppState {
             .gauge("auth_revoked_tokens", &[])
             .set(self.auth.revoked_count() as f64);
         self.metrics
+            .gauge("auth_revoked_tokens_capacity", &[])
+            .set(self.auth.revocation_capacity() as f64);
+        self.metrics
             .gauge("queue_size", &[])
             .set(self.queue.size() as f64);
         self.metrics
@@ -138,12 +164,9 @@ impl AppState {
         self.compute.export_metrics(&self.metrics);
     }
 
-    /// Writes the snapshots of durable stores to `DATA_DIR`; called once, after the drain.
-    pub async fn persist(&self) {
-        self.auth.persist(&self.config.data_dir).await;
-        if let Err(err) = self.queue.persist(&self.config.data_dir).await {
-            tracing::error!(%err, "cannot write the queue snapshot");
-        }
+    /// Finishes the store's pending writes and closes it; called once, after the drain.
+    pub async fn close_store(&self) {
+        self.store.close().await;
     }
 }
 

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use rand::RngCore;
 
+use crate::store::StoreKind;
+
 /// Shortest `JWT_SECRET` accepted in production (HS256 wants a key at least as long as its hash).
 pub const MIN_PRODUCTION_SECRET_BYTES: usize = 32;
 
@@ -162,6 +164,12 @@ pub struct Config {
     pub auth_users: Vec<UserCredential>,
     /// `LOGIN_MAX_PER_MINUTE`: failed-login budget per client IP.
     pub login_max_per_minute: u32,
+    /// `LOGIN_SUCCESS_MAX_PER_MINUTE`: successful logins allowed per client IP and, separately,
+    /// per account.
+    pub login_success_max_per_minute: u32,
+    /// `REVOCATION_LIST_MAX`: most revoked tokens remembered at once; a logout past it is
+    /// refused (503) rather than an older revocation forgotten.
+    pub revocation_list_max: usize,
     /// `LOG_FORMAT`.
     pub log_format: LogFormat,
     /// `CORS_ORIGINS`.
@@ -175,7 +183,11 @@ pub struct Config {
     pub header_read_timeout: Duration,
     /// `TOKEN_CACHE_CAPACITY`: verified tokens remembered (0 verifies every request anew).
     pub token_cache_capacity: usize,
-    /// `DATA_DIR`: where snapshots are written and read.
+    /// `STORE`: where the queue, the revocations and the events live.
+    pub store: StoreKind,
+    /// `FSYNC_COMMITS`: the embedded store syncs each group of commits to disk before answering.
+    pub fsync_commits: bool,
+    /// `DATA_DIR`: where the embedded store keeps its files.
     pub data_dir: PathBuf,
     /// `STREAM_MAX_ITEMS`: cap on `totalItems` of `/stream`.
     pub stream_max_items: u64,
@@ -321,6 +333,12 @@ impl Config {
             jwt_ttl: Duration::from_secs(env.int("JWT_TTL_SECONDS", 1..=31_536_000, 3600)?),
             auth_users,
             login_max_per_minute: env.int("LOGIN_MAX_PER_MINUTE", 1..=1_000_000, 10)?,
+            login_success_max_per_minute: env.int(
+                "LOGIN_SUCCESS_MAX_PER_MINUTE",
+                1..=1_000_000,
+                60,
+            )?,
+            revocation_list_max: env.int("REVOCATION_LIST_MAX", 1..=100_000_000, 1_000_000)?,
             log_format,
             cors_origins,
             body_limit_bytes: env.int("BODY_LIMIT_BYTES", 1..=1 << 30, 65_536)?,
@@ -335,6 +353,12 @@ impl Config {
                 30,
             )?),
             token_cache_capacity: env.int("TOKEN_CACHE_CAPACITY", 0..=1_000_000, 10_000)?,
+            store: env
+                .get("STORE")
+                .map(|v| v.parse().map_err(|e| ConfigError::new("STORE", e)))
+                .transpose()?
+                .unwrap_or(StoreKind::Embedded),
+            fsync_commits: env.bool("FSYNC_COMMITS", false)?,
             data_dir: env
                 .get("DATA_DIR")
                 .map_or_else(|| PathBuf::from("./data"), PathBuf::from),

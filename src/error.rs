@@ -14,6 +14,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::store::{STORE_RETRY_AFTER, StoreError};
+
 /// Why a bearer token was refused; each maps to the contract's 401 message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthFailure {
@@ -95,6 +97,10 @@ pub enum ApiError {
         /// Human message.
         message: &'static str,
     },
+    /// The store could not be reached or could not record the change; nothing changed. The
+    /// cause is logged, not sent.
+    #[error("{0}")]
+    Store(#[from] StoreError),
     /// The work did not finish before its deadline.
     #[error("Request timeout")]
     Timeout,
@@ -156,7 +162,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized(_) | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } | Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Self::WorkerFailed(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -179,6 +185,7 @@ impl ApiError {
             Self::Unauthorized(AuthFailure::RevokedToken) => "token_revoked",
             Self::InvalidCredentials => "invalid_credentials",
             Self::RateLimited { .. } => "rate_limited",
+            Self::Store(_) => "store_unavailable",
             Self::Timeout => "timeout",
             Self::WorkerFailed(_) => "worker_failed",
             Self::Internal(_) => "internal_error",
@@ -190,6 +197,9 @@ impl ApiError {
         match self {
             Self::WorkerFailed(_) => "The worker failed to compute the result".to_owned(),
             Self::Internal(_) => "Internal server error".to_owned(),
+            Self::Store(_) => {
+                "The store is unavailable; nothing was changed, retry shortly".to_owned()
+            }
             other => other.to_string(),
         }
     }
@@ -199,6 +209,7 @@ impl ApiError {
             Self::RateLimited { retry_after } | Self::Unavailable { retry_after, .. } => {
                 Some(*retry_after)
             }
+            Self::Store(_) => Some(STORE_RETRY_AFTER),
             _ => None,
         }
     }
@@ -278,6 +289,15 @@ mod tests {
         let err = ApiError::Internal("disk on fire at /var/secret".into());
         assert_eq!(err.public_message(), "Internal server error");
         assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn store_failures_are_503_with_a_retry_hint_and_no_cause() {
+        let err = ApiError::from(StoreError::new("disk I/O error at /srv/data/backflow.db"));
+        assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(err.code(), "store_unavailable");
+        assert!(!err.public_message().contains("/srv"));
+        assert_eq!(err.retry_after(), Some(STORE_RETRY_AFTER));
     }
 
     #[test]

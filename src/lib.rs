@@ -10,7 +10,7 @@
 
 /// Shared state (`AppState`) and the assembled router.
 pub mod app;
-/// JWT login, verification and logout with a bounded, persistent revocation list.
+/// JWT login, verification and logout with a bounded, durable revocation list.
 pub mod auth;
 /// Wall-clock formatting shared by events, streams and the queue.
 pub mod clock;
@@ -30,7 +30,7 @@ pub mod metrics;
 pub mod middleware;
 /// The OpenAPI document at `/openapi.json`, generated from the routes.
 pub mod openapi;
-/// The priority queue: FIFO among equal priorities, bounded, snapshotted on shutdown.
+/// The priority queue: FIFO among equal priorities, bounded, announced on the event bus.
 pub mod queue;
 /// Thin HTTP adapters, one module per area.
 pub mod routes;
@@ -38,8 +38,8 @@ pub mod routes;
 pub mod server;
 /// The stop signal every long-lived task listens to.
 pub mod shutdown;
-/// Atomic JSON snapshots in `DATA_DIR`.
-pub mod snapshot;
+/// Where the queue, the revocations and the events live (`STORE`), behind async traits.
+pub mod store;
 /// The lazily produced `/stream` body.
 pub mod stream;
 /// Logging set-up and the async-runtime lag probe.

@@ -27,6 +27,12 @@ const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0, 30.0,
 ];
 
+/// Buckets for histograms of batch sizes (writes per commit): powers of two up to the largest
+/// batch.
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
 /// A cheap-to-clone handle to this server's metric registry.
 #[derive(Clone)]
 pub struct Metrics {
@@ -72,11 +78,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A fresh registry; histograms whose name ends in `_seconds` get latency buckets.
+    /// A fresh registry; histograms whose name ends in `_seconds` get latency buckets, those
+    /// ending in `_batch_size` batch buckets.
     pub fn new() -> Self {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
-            .expect("the bucket list is a non-empty constant")
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(Matcher::Suffix("_batch_size".into()), BATCH_BUCKETS)
+            })
+            .expect("the bucket lists are non-empty constants")
             .build_recorder();
         let handle = recorder.handle();
         Self {

@@ -5,7 +5,7 @@
 //! serves until the [`Shutdown`] fires, then: stops accepting, lets in-flight requests finish up
 //! to `SHUTDOWN_TIMEOUT_SECONDS` (event streams end by themselves on the same signal), drops
 //! whatever is still running (which kills child processes), waits for background tasks and
-//! writes the snapshots.
+//! closes the store.
 //!
 //! Connections are served by hyper's HTTP/1.1 server directly rather than through
 //! `axum::serve`, whose protocol detection reads the first bytes of every connection into a
@@ -112,7 +112,7 @@ impl Application {
         {
             tracing::warn!("background tasks did not stop before the deadline");
         }
-        state.persist().await;
+        state.close_store().await;
         tracing::info!("stopped");
         Ok(())
     }

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use backflow::events::{LIVE_BUFFER, Level, NewEvent};
-use common::{SseStream, error_body, open_sse, spawn_app_with};
+use common::{SseStream, error_body, open_sse, publish, spawn_app_with};
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -108,7 +108,10 @@ async fn two_clients_see_the_same_events_with_the_same_ids() {
     let mut b = open_sse(&app, "/notifications", None).await;
     connected(&mut a).await;
     connected(&mut b).await;
-    let published: Vec<u64> = (0..3).map(|n| state.events.publish(app_event(n))).collect();
+    let mut published = Vec::new();
+    for n in 0..3 {
+        published.push(publish(&state, app_event(n)).await);
+    }
     let mut seen = Vec::new();
     for stream in [&mut a, &mut b] {
         let mut data = Vec::new();
@@ -127,9 +130,11 @@ async fn application_events_appear_with_their_name() {
     let state = app.state.clone();
     let mut stream = open_sse(&app, "/notifications", None).await;
     connected(&mut stream).await;
-    let id = state.events.publish(
+    let id = publish(
+        &state,
         NewEvent::app("queue.enqueued", Level::Success, "Task enqueued").with("priority", 2),
-    );
+    )
+    .await;
     let event = stream.next().await.expect("the application event");
     assert_eq!(event.event, "message", "unnamed, like every notification");
     assert_eq!(event.id, id.to_string());
@@ -163,11 +168,11 @@ async fn last_event_id_header_replays_exactly_from_the_seam() {
     let app = spawn_app_with(&[QUIET]).await;
     let state = app.state.clone();
     for n in 0..5 {
-        state.events.publish(app_event(n));
+        publish(&state, app_event(n)).await;
     }
     let mut stream = open_sse(&app, "/notifications", Some("2")).await;
     connected(&mut stream).await;
-    let live = state.events.publish(app_event(5));
+    let live = publish(&state, app_event(5)).await;
     assert_eq!(live, 6);
     assert_eq!(next_ids(&mut stream, 4).await, [3, 4, 5, 6]);
 }
@@ -177,13 +182,13 @@ async fn last_event_id_query_replays_and_the_header_wins_over_it() {
     let app = spawn_app_with(&[QUIET]).await;
     let state = app.state.clone();
     for n in 0..5 {
-        state.events.publish(app_event(n));
+        publish(&state, app_event(n)).await;
     }
     let mut by_query = open_sse(&app, "/notifications?lastEventId=3", None).await;
     let mut both = open_sse(&app, "/notifications?lastEventId=1", Some("4")).await;
     connected(&mut by_query).await;
     connected(&mut both).await;
-    state.events.publish(app_event(5));
+    publish(&state, app_event(5)).await;
     assert_eq!(next_ids(&mut by_query, 3).await, [4, 5, 6]);
     assert_eq!(next_ids(&mut both, 2).await, [5, 6]);
 }
@@ -193,7 +198,7 @@ async fn events_gone_from_the_replay_window_are_announced() {
     let app = spawn_app_with(&[QUIET, ("SSE_REPLAY_BUFFER", "2")]).await;
     let state = app.state.clone();
     for n in 0..5 {
-        state.events.publish(app_event(n));
+        publish(&state, app_event(n)).await;
     }
     let mut stream = open_sse(&app, "/notifications", Some("1")).await;
     connected(&mut stream).await;
@@ -288,7 +293,7 @@ async fn a_slow_client_does_not_hold_back_a_fast_one_and_is_told_it_lagged() {
     while expected <= events {
         let mut last = 0;
         for n in 0..BATCH {
-            last = state.events.publish(app_event(n).with("padding", &padding));
+            last = publish(&state, app_event(n).with("padding", &padding)).await;
         }
         while expected <= last {
             assert_eq!(

@@ -6,7 +6,8 @@ use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::{
-    TestApp, error_body, next_app_event, spawn_app, spawn_app_with, spawn_config, test_config,
+    TestApp, error_body, live_events, next_app_event, spawn_app, spawn_app_with, spawn_config,
+    test_config,
 };
 use serde_json::{Value, json};
 
@@ -471,7 +472,7 @@ async fn a_snapshot_larger_than_the_capacity_is_kept_whole() {
 #[tokio::test]
 async fn enqueue_and_dequeue_publish_events() {
     let app = spawn_app().await;
-    let mut live = app.state.events.subscribe(None).live;
+    let mut live = live_events(&app).await;
     let (base, client) = (app.url(""), &app.client);
 
     let enqueued: Value = client

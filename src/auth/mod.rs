@@ -3,12 +3,15 @@
 //! [`AuthService`] ties the parts together and is what the HTTP layer calls:
 //! - [`users`]: the configured users and a constant-time credential check;
 //! - [`jwt`]: HS256 tokens with a pinned algorithm and an explicit leeway;
-//! - [`revocation`]: the list of logged-out tokens, bounded by their expiry;
-//! - [`rate_limit`]: the failed-login budget per client;
+//! - [`revocation`]: the list of logged-out tokens, bounded by their expiry and a hard cap,
+//!   behind the [`RevocationStore`] of the configured `STORE`;
+//! - [`rate_limit`]: the failed-login budget per client and the successful-login budgets per
+//!   client and per account;
 //! - [`verified`]: tokens already verified, so a client's repeated token is checked once.
 //!
-//! The revocation list survives a graceful restart through a snapshot in `DATA_DIR`, and a
-//! background sweep (see [`run_sweeper`]) forgets expired revocations and rested clients.
+//! The service publishes `auth.login` and `auth.logout` itself, carrying the username only:
+//! never a token, a token id or a password. A background sweep (see [`run_sweeper`]) forgets
+//! expired revocations and rested clients.
 
 pub mod jwt;
 pub mod rate_limit;
@@ -18,24 +21,23 @@ pub mod verified;
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
 use tokio::time::MissedTickBehavior;
 
 use crate::config::Config;
+use crate::events::{self, EventBus, Level, NewEvent};
 use crate::shutdown::Shutdown;
-use crate::snapshot;
-use jwt::{Claims, LEEWAY_SECONDS, TokenCodec};
-use rate_limit::{LoginRateLimiter, RetryAfter};
-use revocation::{InMemoryRevocationList, Revocation, RevocationList, RevokedToken};
+use crate::store::StoreError;
+use jwt::{Claims, TokenCodec};
+use rate_limit::{LoginRateLimiter, RetryAfter, SuccessfulLogins};
 use users::UserDirectory;
 use verified::VerifiedTokens;
 
-/// File name of the revocation snapshot in `DATA_DIR`.
-pub const REVOCATIONS_FILE: &str = "revocations.json";
+pub use revocation::{
+    MemoryRevocations, Revocation, RevocationIndex, RevocationStore, RevokeError, RevokedToken,
+};
 
 /// Bounds of the sweep period, which is a quarter of the token lifetime: expired revocations then
 /// linger at most a quarter of a lifetime, so the list never holds much more than live entries.
@@ -51,13 +53,16 @@ pub enum LoginError {
     /// This client failed too often recently.
     #[error(transparent)]
     RateLimited(#[from] RetryAfter),
+    /// This client or this account logged in too often recently.
+    #[error("too many successful logins; retry in {:?}", .0.0)]
+    TooManyLogins(RetryAfter),
     /// The token could not be signed (a server fault).
     #[error("cannot sign token: {0}")]
     Signing(#[from] jsonwebtoken::errors::Error),
 }
 
 /// Why a bearer token was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     /// Bad signature, malformed, wrong algorithm or expired.
     #[error("invalid or expired token")]
@@ -65,6 +70,21 @@ pub enum TokenError {
     /// Valid, but logged out.
     #[error("token has been invalidated")]
     Revoked,
+    /// The revocation list could not be read: the token is refused (authentication fails
+    /// closed).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a logout did not revoke the token; in every case nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogoutError {
+    /// The token was already revoked.
+    #[error("token has been invalidated")]
+    AlreadyRevoked,
+    /// The revocation list could not take it (full, or its store failed).
+    #[error(transparent)]
+    NotRecorded(#[from] RevokeError),
 }
 
 /// A freshly issued token.
@@ -76,19 +96,15 @@ pub struct IssuedToken {
     pub claims: Claims,
 }
 
-/// The on-disk form of the revocation list.
-#[derive(Debug, Serialize, Deserialize)]
-struct RevocationSnapshot {
-    revoked: Vec<RevokedToken>,
-}
-
 /// Login, verification and logout over one set of users, one key and one revocation list.
 pub struct AuthService {
     users: UserDirectory,
     tokens: TokenCodec,
     verified: VerifiedTokens,
-    revocations: Arc<dyn RevocationList>,
-    limiter: LoginRateLimiter,
+    revocations: Arc<dyn RevocationStore>,
+    events: Arc<dyn EventBus>,
+    failures: LoginRateLimiter,
+    successes: SuccessfulLogins,
 }
 
 impl std::fmt::Debug for AuthService {
@@ -102,56 +118,57 @@ impl std::fmt::Debug for AuthService {
 }
 
 impl AuthService {
-    /// A service for `config`'s users, key and budgets, revoking into `revocations`.
-    pub fn new(config: &Config, revocations: Arc<dyn RevocationList>) -> Self {
-        let budget = NonZeroU32::new(config.login_max_per_minute).unwrap_or(NonZeroU32::MIN);
+    /// A service for `config`'s users, key and budgets, revoking into `revocations` and
+    /// announcing logins and logouts on `events`.
+    pub fn new(
+        config: &Config,
+        revocations: Arc<dyn RevocationStore>,
+        events: Arc<dyn EventBus>,
+    ) -> Self {
+        let per_minute = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
         Self {
             users: UserDirectory::new(&config.auth_users),
             tokens: TokenCodec::new(&config.jwt_secret, config.jwt_ttl),
             verified: VerifiedTokens::new(config.token_cache_capacity),
             revocations,
-            limiter: LoginRateLimiter::new(budget),
+            events,
+            failures: LoginRateLimiter::new(per_minute(config.login_max_per_minute)),
+            successes: SuccessfulLogins::new(per_minute(config.login_success_max_per_minute)),
         }
     }
 
-    /// Like [`AuthService::new`] with the in-memory list restored from `DATA_DIR`. A missing or
-    /// unreadable snapshot is logged and the list starts empty; expired entries are dropped.
-    pub async fn restore(config: &Config) -> Self {
-        let saved = snapshot::load::<RevocationSnapshot>(&config.data_dir, REVOCATIONS_FILE)
-            .await
-            .map_or_else(Vec::new, |s| s.revoked);
-        let saved_count = saved.len();
-        let list = InMemoryRevocationList::from_entries(LEEWAY_SECONDS, saved, unix_now());
-        if saved_count > 0 {
-            tracing::info!(
-                restored = list.len(),
-                expired = saved_count - list.len(),
-                "revocation list restored"
-            );
-        }
-        Self::new(config, Arc::new(list))
-    }
-
-    /// Checks `username`/`password` for a login from `client` and issues a token.
-    pub fn login(
+    /// Checks `username`/`password` for a login from `client`, issues a token and publishes
+    /// `auth.login`.
+    pub async fn login(
         &self,
         client: IpAddr,
         username: &str,
         password: &str,
     ) -> Result<IssuedToken, LoginError> {
-        self.limiter.check(client)?;
+        self.failures.check(client)?;
         let Some(user) = self.users.authenticate(username, password) else {
-            self.limiter.record_failure(client)?;
+            self.failures.record_failure(client)?;
             return Err(LoginError::InvalidCredentials);
         };
+        self.successes
+            .spend(client, user.id)
+            .map_err(LoginError::TooManyLogins)?;
         let (token, claims) = self.tokens.issue(user.id, &user.username, unix_now())?;
+        let username = &claims.username;
+        let event = NewEvent::app(
+            "auth.login",
+            Level::Success,
+            format_args!("{username} logged in"),
+        )
+        .with("username", username);
+        events::announce(&*self.events, event).await;
         Ok(IssuedToken { token, claims })
     }
 
     /// The claims of `token` if it is valid and not revoked. A token seen before is found in
     /// the cache of verified tokens instead of being verified again; revocation is checked
-    /// every time.
-    pub fn authenticate(&self, token: &str) -> Result<Claims, TokenError> {
+    /// every time, and a token whose revocation cannot be checked is refused.
+    pub async fn authenticate(&self, token: &str) -> Result<Claims, TokenError> {
         let now = unix_now();
         let claims = match self.verified.get(token, now) {
             Some(claims) => claims,
@@ -161,22 +178,32 @@ impl AuthService {
                 claims
             }
         };
-        if self.revocations.is_revoked(&claims.jti, now) {
+        if self.revocations.is_revoked(claims.jti, now).await? {
             return Err(TokenError::Revoked);
         }
         Ok(claims)
     }
 
-    /// Revokes the token with these (verified) claims until it expires.
-    pub fn logout(&self, claims: &Claims) -> Result<(), TokenError> {
+    /// Revokes the token with these (verified) claims until it expires, and publishes
+    /// `auth.logout`.
+    pub async fn logout(&self, claims: &Claims) -> Result<(), LogoutError> {
         let token = RevokedToken {
             jti: claims.jti,
             exp: claims.exp,
         };
-        match self.revocations.revoke(token, unix_now()) {
-            Revocation::Revoked => Ok(()),
-            Revocation::AlreadyRevoked => Err(TokenError::Revoked),
+        match self.revocations.revoke(token, unix_now()).await? {
+            Revocation::Revoked => {}
+            Revocation::AlreadyRevoked => return Err(LogoutError::AlreadyRevoked),
         }
+        let username = &claims.username;
+        let event = NewEvent::app(
+            "auth.logout",
+            Level::Info,
+            format_args!("{username} logged out"),
+        )
+        .with("username", username);
+        events::announce(&*self.events, event).await;
+        Ok(())
     }
 
     /// How long issued tokens live.
@@ -194,33 +221,25 @@ impl AuthService {
         self.revocations.len()
     }
 
+    /// The cap on remembered revocations.
+    pub fn revocation_capacity(&self) -> usize {
+        self.revocations.capacity()
+    }
+
     /// How often [`run_sweeper`] runs: a quarter of the token lifetime, within bounds.
     pub fn sweep_period(&self) -> Duration {
         (self.tokens.lifetime() / 4).clamp(MIN_SWEEP_PERIOD, MAX_SWEEP_PERIOD)
     }
 
     /// Forgets expired revocations and rested clients.
-    pub fn sweep(&self) {
-        let purged = self.revocations.purge_expired(unix_now());
-        if purged > 0 {
-            tracing::debug!(purged, "expired revocations forgotten");
+    pub async fn sweep(&self) {
+        match self.revocations.purge_expired(unix_now()).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "expired revocations forgotten"),
+            Err(err) => tracing::warn!(%err, "expired revocations could not be purged"),
         }
-        self.limiter.purge();
-    }
-
-    /// Writes the live revocations to `dir` (atomically); failures are logged.
-    pub async fn persist(&self, dir: &Path) {
-        let snapshot = RevocationSnapshot {
-            revoked: self.revocations.live_entries(unix_now()),
-        };
-        match snapshot::save(dir, REVOCATIONS_FILE, &snapshot).await {
-            Ok(path) => tracing::info!(
-                path = %path.display(),
-                revoked = snapshot.revoked.len(),
-                "revocation list saved"
-            ),
-            Err(err) => tracing::error!(%err, "cannot save the revocation list"),
-        }
+        self.failures.purge();
+        self.successes.purge();
     }
 }
 
@@ -231,13 +250,13 @@ pub async fn run_sweeper(auth: Arc<AuthService>, shutdown: Shutdown) {
     loop {
         tokio::select! {
             () = shutdown.wait() => break,
-            _ = ticker.tick() => auth.sweep(),
+            _ = ticker.tick() => auth.sweep().await,
         }
     }
 }
 
 /// Current Unix time in seconds, the unit of JWT times.
-fn unix_now() -> u64 {
+pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -248,6 +267,8 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
+    use crate::events::MemoryEventBus;
+    use jwt::LEEWAY_SECONDS;
 
     const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -257,46 +278,88 @@ mod tests {
         let config = Config::from_pairs(pairs).expect("valid config");
         AuthService::new(
             &config,
-            Arc::new(InMemoryRevocationList::new(LEEWAY_SECONDS)),
+            Arc::new(MemoryRevocations::new(
+                LEEWAY_SECONDS,
+                config.revocation_list_max,
+            )),
+            Arc::new(MemoryEventBus::new(16)),
         )
     }
 
-    #[test]
-    fn login_then_logout_revokes_the_token() {
+    #[tokio::test]
+    async fn login_then_logout_revokes_the_token() {
         let auth = service(&[]);
-        let issued = auth.login(CLIENT, "admin", "admin123").expect("logged in");
-        assert_eq!(auth.authenticate(&issued.token), Ok(issued.claims.clone()));
-        auth.logout(&issued.claims).expect("logged out");
-        assert_eq!(auth.authenticate(&issued.token), Err(TokenError::Revoked));
-        assert_eq!(auth.logout(&issued.claims), Err(TokenError::Revoked));
+        let issued = auth
+            .login(CLIENT, "admin", "admin123")
+            .await
+            .expect("logged in");
+        assert_eq!(
+            auth.authenticate(&issued.token).await,
+            Ok(issued.claims.clone())
+        );
+        auth.logout(&issued.claims).await.expect("logged out");
+        assert_eq!(
+            auth.authenticate(&issued.token).await,
+            Err(TokenError::Revoked)
+        );
+        assert_eq!(
+            auth.logout(&issued.claims).await,
+            Err(LogoutError::AlreadyRevoked)
+        );
         assert_eq!(auth.revoked_count(), 1);
     }
 
-    #[test]
-    fn wrong_password_is_refused_then_rate_limited() {
+    #[tokio::test]
+    async fn wrong_password_is_refused_then_rate_limited() {
         let auth = service(&[("LOGIN_MAX_PER_MINUTE", "2")]);
         for _ in 0..2 {
             assert!(matches!(
-                auth.login(CLIENT, "admin", "nope"),
+                auth.login(CLIENT, "admin", "nope").await,
                 Err(LoginError::InvalidCredentials)
             ));
         }
         assert!(matches!(
-            auth.login(CLIENT, "admin", "admin123"),
+            auth.login(CLIENT, "admin", "admin123").await,
             Err(LoginError::RateLimited(_))
         ));
     }
 
-    #[test]
-    fn successful_logins_spend_no_budget() {
-        let auth = service(&[("LOGIN_MAX_PER_MINUTE", "1")]);
-        for _ in 0..5 {
-            auth.login(CLIENT, "user", "user123").expect("logged in");
+    #[tokio::test]
+    async fn successful_logins_spend_only_their_own_budget() {
+        let auth = service(&[
+            ("LOGIN_MAX_PER_MINUTE", "1"),
+            ("LOGIN_SUCCESS_MAX_PER_MINUTE", "3"),
+        ]);
+        for _ in 0..3 {
+            auth.login(CLIENT, "user", "user123")
+                .await
+                .expect("logged in");
         }
         assert!(matches!(
-            auth.login(CLIENT, "user", "bad"),
+            auth.login(CLIENT, "user", "user123").await,
+            Err(LoginError::TooManyLogins(_))
+        ));
+        assert!(matches!(
+            auth.login(CLIENT, "user", "bad").await,
             Err(LoginError::InvalidCredentials)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_full_revocation_list_refuses_the_logout_and_the_token_stays_valid() {
+        let auth = service(&[("REVOCATION_LIST_MAX", "1")]);
+        let first = auth.login(CLIENT, "admin", "admin123").await.unwrap();
+        let second = auth.login(CLIENT, "admin", "admin123").await.unwrap();
+        auth.logout(&first.claims).await.expect("room for one");
+        assert_eq!(
+            auth.logout(&second.claims).await,
+            Err(LogoutError::NotRecorded(RevokeError::Full { capacity: 1 }))
+        );
+        assert!(auth.authenticate(&second.token).await.is_ok());
+        assert_eq!(
+            auth.authenticate(&first.token).await,
+            Err(TokenError::Revoked)
+        );
     }
 
     #[test]
@@ -306,31 +369,5 @@ mod tests {
             Duration::from_millis(250)
         );
         assert_eq!(service(&[]).sweep_period(), MAX_SWEEP_PERIOD);
-    }
-
-    #[tokio::test]
-    async fn revocations_survive_persist_and_restore() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let data_dir = dir.path().to_str().expect("utf-8");
-        let pairs = [("JWT_SECRET", "unit-test-secret"), ("DATA_DIR", data_dir)];
-        let config = Config::from_pairs(pairs).expect("valid");
-        let before = AuthService::restore(&config).await;
-        let issued = before
-            .login(CLIENT, "admin", "admin123")
-            .expect("logged in");
-        before.logout(&issued.claims).expect("logged out");
-        before.persist(dir.path()).await;
-
-        let after = AuthService::restore(&config).await;
-        assert_eq!(after.authenticate(&issued.token), Err(TokenError::Revoked));
-    }
-
-    #[tokio::test]
-    async fn corrupt_snapshot_starts_empty() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join(REVOCATIONS_FILE), b"{\"revoked\": [oops").expect("write");
-        let data_dir = dir.path().to_str().expect("utf-8");
-        let config = Config::from_pairs([("DATA_DIR", data_dir)]).expect("valid");
-        assert_eq!(AuthService::restore(&config).await.revoked_count(), 0);
     }
 }

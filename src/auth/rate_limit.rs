@@ -1,4 +1,11 @@
-//! The failed-login budget per client: `LOGIN_MAX_PER_MINUTE` wrong passwords, then a pause.
+//! Login budgets: failed logins per client ([`LoginRateLimiter`], `LOGIN_MAX_PER_MINUTE` wrong
+//! passwords, then a pause) and successful logins per client and per account
+//! ([`SuccessfulLogins`], `LOGIN_SUCCESS_MAX_PER_MINUTE`).
+//!
+//! Successful logins are limited because each token can be logged out, and each logout is
+//! remembered until the token expires: a client with a valid account logging in and out in a
+//! loop would otherwise grow the revocation list as fast as it can send requests. The budget is
+//! far above what a person does (a login a second, sustained, per account and per address).
 //!
 //! Only failures spend the budget, so a client that logs in correctly is never slowed down, and
 //! one client's failures never affect another. The budget itself is `governor`'s keyed GCRA
@@ -20,7 +27,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use governor::clock::{Clock, MonotonicClock, Reference};
-use governor::middleware::StateInformationMiddleware;
+use governor::middleware::{NoOpMiddleware, StateInformationMiddleware};
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
 
@@ -120,6 +127,62 @@ impl<C: Clock + Clone> LoginRateLimiter<C> {
             .entry(key)
             .and_modify(|current| *current = (*current).max(until))
             .or_insert(until);
+    }
+}
+
+type KeyedBudget<K, C> =
+    RateLimiter<K, DashMapStateStore<K>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+/// The successful-login budgets: one per client and one per account, each
+/// `LOGIN_SUCCESS_MAX_PER_MINUTE` a minute (with that burst). A login spends from both.
+pub struct SuccessfulLogins<C: Clock = MonotonicClock> {
+    by_client: KeyedBudget<IpAddr, C>,
+    by_account: KeyedBudget<u64, C>,
+    clock: C,
+}
+
+impl<C: Clock> std::fmt::Debug for SuccessfulLogins<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SuccessfulLogins")
+            .field("clients", &self.by_client.len())
+            .field("accounts", &self.by_account.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SuccessfulLogins {
+    /// Allows `per_minute` successful logins per client and per account, on the real clock.
+    pub fn new(per_minute: NonZeroU32) -> Self {
+        Self::with_clock(per_minute, MonotonicClock)
+    }
+}
+
+impl<C: Clock + Clone> SuccessfulLogins<C> {
+    /// Like [`SuccessfulLogins::new`] on `clock` (tests pass a fake one).
+    pub fn with_clock(per_minute: NonZeroU32, clock: C) -> Self {
+        let quota = Quota::per_minute(per_minute);
+        Self {
+            by_client: RateLimiter::dashmap_with_clock(quota, clock.clone()),
+            by_account: RateLimiter::dashmap_with_clock(quota, clock.clone()),
+            clock,
+        }
+    }
+
+    /// Spends one login of `client`'s and of `account`'s budgets, or says how long to wait.
+    /// The account is checked first: an exhausted account spends nothing of the client's.
+    pub fn spend(&self, client: IpAddr, account: u64) -> Result<(), RetryAfter> {
+        let wait = |not_until: governor::NotUntil<C::Instant>| {
+            RetryAfter(not_until.wait_time_from(self.clock.now()))
+        };
+        self.by_account.check_key(&account).map_err(wait)?;
+        self.by_client.check_key(&client_key(client)).map_err(wait)
+    }
+
+    /// Forgets budgets that are full again; run periodically.
+    pub fn purge(&self) {
+        self.by_client.retain_recent();
+        self.by_client.shrink_to_fit();
+        self.by_account.retain_recent();
     }
 }
 
@@ -231,6 +294,37 @@ mod tests {
         limiter.record_failure(host).expect("within budget");
         assert!(limiter.check(neighbour).is_err());
         assert_eq!(limiter.check(other_net), Ok(()));
+    }
+
+    fn successes(per_minute: u32) -> (SuccessfulLogins<FakeRelativeClock>, FakeRelativeClock) {
+        let clock = FakeRelativeClock::default();
+        let per_minute = NonZeroU32::new(per_minute).expect("non-zero");
+        (
+            SuccessfulLogins::with_clock(per_minute, clock.clone()),
+            clock,
+        )
+    }
+
+    #[test]
+    fn successful_logins_are_limited_per_account_and_per_client() {
+        let (limits, clock) = successes(2);
+        limits.spend(A, 1).expect("first");
+        limits.spend(B, 1).expect("second, from elsewhere");
+        let RetryAfter(wait) = limits
+            .spend(B, 1)
+            .expect_err("the account's budget is spent");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
+        limits.spend(A, 2).expect("another account from A");
+        assert!(limits.spend(A, 3).is_err(), "A's budget is spent");
+        limits
+            .spend(B, 3)
+            .expect("B has budget left and account 3 too");
+        clock.advance(Duration::from_secs(60));
+        limits.purge();
+        limits.spend(A, 1).expect("budgets come back");
     }
 
     #[test]

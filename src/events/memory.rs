@@ -4,12 +4,14 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use futures_util::StreamExt;
+use futures_util::future::{self, BoxFuture};
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use super::{Delivery, Event, EventBus, NewEvent, Subscription};
 use crate::clock;
+use crate::store::StoreError;
 
 /// Events a live subscriber may fall behind by before it skips ahead. Bounded so that memory
 /// does not depend on the slowest client: the channel holds at most this many shared events.
@@ -51,8 +53,9 @@ impl MemoryEventBus {
     }
 }
 
-impl EventBus for MemoryEventBus {
-    fn publish(&self, event: NewEvent) -> u64 {
+impl MemoryEventBus {
+    /// Publishes `event`; returns its id. Never fails and never waits for a subscriber.
+    pub fn publish_now(&self, event: NewEvent) -> u64 {
         // The event was serialized as it was built; the clock is read before the lock, so
         // publishers on other threads wait only for the id and one copy of the bytes.
         let timestamp = clock::now_rfc3339();
@@ -81,7 +84,8 @@ impl EventBus for MemoryEventBus {
         id
     }
 
-    fn subscribe(&self, last_event_id: Option<u64>) -> Subscription {
+    /// Subscribes; with `last_event_id`, first replays the retained events after it.
+    pub fn subscribe_now(&self, last_event_id: Option<u64>) -> Subscription {
         let inner = self.lock();
         let receiver = self.sender.subscribe();
         let (replay, missed) = match last_event_id {
@@ -114,12 +118,27 @@ impl EventBus for MemoryEventBus {
         }
     }
 
-    fn last_id(&self) -> u64 {
+    /// Id of the most recent event (0 before the first).
+    pub fn last_id(&self) -> u64 {
         self.lock().last_id
     }
 
-    fn retained(&self) -> usize {
+    /// How many events are retained for replay.
+    pub fn retained(&self) -> usize {
         self.lock().retained.len()
+    }
+}
+
+impl EventBus for MemoryEventBus {
+    fn publish(&self, event: NewEvent) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(future::ready(Ok(self.publish_now(event))))
+    }
+
+    fn subscribe(
+        &self,
+        last_event_id: Option<u64>,
+    ) -> BoxFuture<'_, Result<Subscription, StoreError>> {
+        Box::pin(future::ready(Ok(self.subscribe_now(last_event_id))))
     }
 }
 
@@ -135,10 +154,10 @@ mod tests {
     #[tokio::test]
     async fn ids_increase_and_every_subscriber_sees_each_event() {
         let bus = MemoryEventBus::new(10);
-        let mut a = bus.subscribe(None);
-        let mut b = bus.subscribe(None);
-        assert_eq!(bus.publish(note("one")), 1);
-        assert_eq!(bus.publish(note("two")), 2);
+        let mut a = bus.subscribe_now(None);
+        let mut b = bus.subscribe_now(None);
+        assert_eq!(bus.publish_now(note("one")), 1);
+        assert_eq!(bus.publish_now(note("two")), 2);
         for sub in [&mut a, &mut b] {
             for expected in [1, 2] {
                 match sub.live.next().await {
@@ -153,10 +172,10 @@ mod tests {
     async fn replay_meets_live_without_gap_or_duplicate() {
         let bus = MemoryEventBus::new(100);
         for i in 0..5 {
-            bus.publish(note(&format!("n{i}")));
+            bus.publish_now(note(&format!("n{i}")));
         }
-        let mut sub = bus.subscribe(Some(2));
-        bus.publish(note("live"));
+        let mut sub = bus.subscribe_now(Some(2));
+        bus.publish_now(note("live"));
         let replayed: Vec<u64> = sub.replay.iter().map(|e| e.id).collect();
         assert_eq!(replayed, vec![3, 4, 5]);
         assert_eq!(sub.missed, 0);
@@ -170,14 +189,14 @@ mod tests {
     fn replay_window_is_bounded_and_reports_what_was_lost() {
         let bus = MemoryEventBus::new(3);
         for i in 0..10 {
-            bus.publish(note(&format!("n{i}")));
+            bus.publish_now(note(&format!("n{i}")));
         }
         assert_eq!(bus.retained(), 3);
-        let sub = bus.subscribe(Some(2));
+        let sub = bus.subscribe_now(Some(2));
         let replayed: Vec<u64> = sub.replay.iter().map(|e| e.id).collect();
         assert_eq!(replayed, vec![8, 9, 10]);
         assert_eq!(sub.missed, 5, "ids 3..=7 are gone");
-        let up_to_date = bus.subscribe(Some(10));
+        let up_to_date = bus.subscribe_now(Some(10));
         assert!(up_to_date.replay.is_empty());
         assert_eq!(up_to_date.missed, 0);
     }
@@ -185,10 +204,10 @@ mod tests {
     #[tokio::test]
     async fn a_lagging_subscriber_skips_ahead_and_is_told() {
         let bus = MemoryEventBus::new(0);
-        let mut slow = bus.subscribe(None);
+        let mut slow = bus.subscribe_now(None);
         let total = LIVE_BUFFER as u64 + 10;
         for i in 0..total {
-            bus.publish(note(&format!("n{i}")));
+            bus.publish_now(note(&format!("n{i}")));
         }
         assert_eq!(
             slow.live.next().await,
@@ -204,9 +223,9 @@ mod tests {
     fn an_id_from_an_earlier_run_replays_everything_retained() {
         let bus = MemoryEventBus::new(3);
         for i in 0..5 {
-            bus.publish(note(&format!("n{i}")));
+            bus.publish_now(note(&format!("n{i}")));
         }
-        let sub = bus.subscribe(Some(900));
+        let sub = bus.subscribe_now(Some(900));
         let replayed: Vec<u64> = sub.replay.iter().map(|e| e.id).collect();
         assert_eq!(replayed, vec![3, 4, 5]);
         assert_eq!(sub.missed, 2, "ids 1 and 2 of this run are gone");
@@ -216,10 +235,10 @@ mod tests {
     async fn deliveries_are_gap_notice_then_replay_then_live() {
         let bus = MemoryEventBus::new(2);
         for i in 0..4 {
-            bus.publish(note(&format!("n{i}")));
+            bus.publish_now(note(&format!("n{i}")));
         }
-        let mut deliveries = bus.subscribe(Some(1)).into_deliveries();
-        bus.publish(note("live"));
+        let mut deliveries = bus.subscribe_now(Some(1)).into_deliveries();
+        bus.publish_now(note("live"));
         let mut seen = Vec::new();
         for _ in 0..4 {
             seen.push(deliveries.next().await.expect("a delivery"));
@@ -238,10 +257,10 @@ mod tests {
     #[test]
     fn event_json_has_the_contract_fields() {
         let bus = MemoryEventBus::new(1);
-        bus.publish(
+        bus.publish_now(
             NewEvent::app("queue.enqueued", Level::Success, "Task enqueued").with("priority", 3),
         );
-        let sub = bus.subscribe(Some(0));
+        let sub = bus.subscribe_now(Some(0));
         let value: serde_json::Value = serde_json::from_str(&sub.replay[0].data).expect("JSON");
         assert_eq!(value["id"], 1);
         assert_eq!(value["type"], "success");
@@ -262,8 +281,8 @@ mod tests {
     #[test]
     fn fields_cannot_override_the_id_or_timestamp() {
         let bus = MemoryEventBus::new(1);
-        bus.publish(note("x").with("id", 999).with("timestamp", "yesterday"));
-        let data = &bus.subscribe(Some(0)).replay[0].data;
+        bus.publish_now(note("x").with("id", 999).with("timestamp", "yesterday"));
+        let data = &bus.subscribe_now(Some(0)).replay[0].data;
         let value: serde_json::Value = serde_json::from_str(data).expect("JSON");
         assert_eq!(value["id"], 1);
         assert_ne!(value["timestamp"], "yesterday");

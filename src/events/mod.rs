@@ -8,8 +8,8 @@
 //! at the seam. A subscriber that falls too far behind skips ahead and is told how many events it
 //! missed, so one slow client never slows the others nor makes the server buffer without bound.
 //!
-//! The bus is a trait so a multi-instance deployment can fan out through Redis; [`MemoryEventBus`]
-//! is the default.
+//! The bus is a trait, async and fallible, so a multi-instance deployment can fan out through a
+//! networked store; [`MemoryEventBus`] serves one process.
 
 mod memory;
 mod notifier;
@@ -18,10 +18,12 @@ mod subscribers;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use futures_util::stream::{self, BoxStream};
 use serde::Serialize;
 
 use crate::clock;
+use crate::store::StoreError;
 
 pub use memory::{LIVE_BUFFER, MemoryEventBus};
 pub use notifier::{demo_notification, run_notifier};
@@ -210,16 +212,21 @@ impl std::fmt::Debug for Subscription {
 /// Fan-out of numbered events with a replay window.
 pub trait EventBus: Send + Sync + 'static {
     /// Publishes `event` to every subscriber; returns its id.
-    fn publish(&self, event: NewEvent) -> u64;
+    fn publish(&self, event: NewEvent) -> BoxFuture<'_, Result<u64, StoreError>>;
 
     /// Subscribes; with `last_event_id`, first replays the retained events after it.
-    fn subscribe(&self, last_event_id: Option<u64>) -> Subscription;
+    fn subscribe(
+        &self,
+        last_event_id: Option<u64>,
+    ) -> BoxFuture<'_, Result<Subscription, StoreError>>;
+}
 
-    /// Id of the most recent event (0 before the first).
-    fn last_id(&self) -> u64;
-
-    /// How many events are retained for replay.
-    fn retained(&self) -> usize;
+/// Publishes `event` for a change that is already made: a bus that cannot take it is logged
+/// and counted, and the change stands (its client is answered as usual).
+pub async fn announce(bus: &dyn EventBus, event: NewEvent) {
+    if let Err(err) = bus.publish(event).await {
+        tracing::warn!(%err, "an application event could not be published");
+    }
 }
 
 #[cfg(test)]

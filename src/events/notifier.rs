@@ -37,7 +37,9 @@ pub async fn run_notifier(bus: Arc<dyn EventBus>, period: Duration, shutdown: Sh
             _ = ticker.tick() => {}
             () = shutdown.wait() => return,
         }
-        bus.publish(demo_notification(sequence));
+        if let Err(err) = bus.publish(demo_notification(sequence)).await {
+            tracing::warn!(%err, "a notification could not be published");
+        }
     }
 }
 
@@ -52,9 +54,9 @@ mod tests {
     fn every_level_comes_in_turn() {
         let bus = MemoryEventBus::new(8);
         for sequence in 0..8 {
-            bus.publish(demo_notification(sequence));
+            bus.publish_now(demo_notification(sequence));
         }
-        let sub = bus.subscribe(Some(0));
+        let sub = bus.subscribe_now(Some(0));
         let types: Vec<String> = sub
             .replay
             .iter()
@@ -75,7 +77,7 @@ mod tests {
     async fn publishes_each_period_and_stops_on_shutdown() {
         let bus = Arc::new(MemoryEventBus::new(16));
         let shutdown = Shutdown::new();
-        let mut live = bus.subscribe(None).live;
+        let mut live = bus.subscribe_now(None).live;
         let task = tokio::spawn(run_notifier(
             bus.clone(),
             Duration::from_millis(1),

@@ -1,26 +1,32 @@
 //! The priority queue: lower numbers leave first, equal priorities leave in arrival order.
 //!
-//! Handlers talk to a [`TaskQueue`], the small trait a multi-instance deployment will implement
-//! over Redis (a sorted set scored by priority and arrival). [`MemoryQueue`] is the default: a
-//! `BinaryHeap` behind a mutex, O(log n) per operation, snapshotted to `DATA_DIR` on shutdown.
+//! [`TaskQueue`] is the domain service the handlers call: it asks the configured
+//! [`QueueStore`] to make the change and then announces it on the event bus
+//! (`queue.enqueued`, `queue.dequeued`), so every caller emits the same events. The stores:
+//! - [`MemoryQueue`] (`STORE=memory`): a [`TaskHeap`] and nothing else;
+//! - the embedded store (`STORE=embedded`, see [`crate::store::embedded`]): the same heap as the
+//!   index that answers, with every change committed to SQLite before it is acknowledged.
 //!
 //! # Why boxed futures rather than sync methods or `async fn`
-//! A Redis store must await the network, so the trait's operations return futures: sync methods
-//! would force it to block a runtime thread. `AppState` holds the store as `Arc<dyn TaskQueue>`,
-//! and an `async fn` in a trait is not object-safe, so each method returns a [`BoxFuture`]
-//! (what the `async-trait` macro would generate, written out without the dependency). For the
-//! in-memory store the future is already complete when returned; the one small allocation it
-//! costs happens outside the lock.
+//! A store that writes to disk or to the network must await, so the trait's operations return
+//! futures: sync methods would force it to block a runtime thread. `AppState` holds the store
+//! as `Arc<dyn QueueStore>`, and an `async fn` in a trait is not object-safe, so each method
+//! returns a [`BoxFuture`] (what the `async-trait` macro would generate, written out without
+//! the dependency). For the in-memory store the future is already complete when returned.
 
+mod heap;
 mod memory;
 mod task;
 
-use std::io;
-use std::path::Path;
+use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-pub use memory::{MemoryQueue, SNAPSHOT_FILE};
+use crate::events::{self, EventBus, Level, NewEvent};
+use crate::store::StoreError;
+
+pub use heap::{Entry, TaskHeap};
+pub use memory::MemoryQueue;
 pub use task::{InvalidPriority, InvalidTaskText, MAX_TASK_CHARS, Priority, QueuedTask, TaskText};
 
 /// A task accepted by the queue and the queue's size just after.
@@ -50,22 +56,23 @@ pub struct QueueStatus {
     pub next: Option<QueuedTask>,
 }
 
-/// Why a queue operation failed.
+/// Why a queue operation failed; in either case nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueueError {
-    /// The queue holds `capacity` tasks (or more, after restoring a larger snapshot).
+    /// The queue holds `capacity` tasks (or more, after restoring a larger record).
     #[error("queue is full ({capacity} tasks)")]
     Full {
         /// The configured cap.
         capacity: usize,
     },
-    /// The backing store could not be reached (a networked store; the in-memory one never fails).
-    #[error("queue store unavailable: {0}")]
-    Unavailable(String),
+    /// The store could not record the change.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
-/// A priority queue of tasks shared by every request.
-pub trait TaskQueue: Send + Sync {
+/// Where the queue lives. An operation that returns `Ok` is recorded as durably as the store
+/// promises; one that returns `Err` changed nothing.
+pub trait QueueStore: Send + Sync {
     /// Adds `task`, unless the queue is at capacity.
     fn enqueue(&self, task: QueuedTask) -> BoxFuture<'_, Result<Enqueued, QueueError>>;
 
@@ -78,8 +85,80 @@ pub trait TaskQueue: Send + Sync {
     /// Number of tasks, without I/O: for the `queue_size` gauge, read on every metrics scrape.
     /// A networked store reports the size it last observed.
     fn size(&self) -> usize;
+}
 
-    /// Writes what must survive a restart into `dir`. A store that is durable by itself (Redis)
-    /// has nothing to write.
-    fn persist<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, io::Result<()>>;
+/// The priority queue as the handlers see it: the store's operations, each announced on the
+/// event bus once it is done.
+#[derive(Clone)]
+pub struct TaskQueue {
+    store: Arc<dyn QueueStore>,
+    events: Arc<dyn EventBus>,
+}
+
+impl std::fmt::Debug for TaskQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskQueue")
+            .field("size", &self.store.size())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TaskQueue {
+    /// The queue kept in `store`, announcing its changes on `events`.
+    pub fn new(store: Arc<dyn QueueStore>, events: Arc<dyn EventBus>) -> Self {
+        Self { store, events }
+    }
+
+    /// Adds a task and publishes `queue.enqueued`.
+    pub async fn enqueue(
+        &self,
+        task: TaskText,
+        priority: Priority,
+    ) -> Result<Enqueued, QueueError> {
+        let enqueued = self.store.enqueue(QueuedTask::new(task, priority)).await?;
+        self.announce(
+            "queue.enqueued",
+            "Task enqueued",
+            &enqueued.task,
+            enqueued.queue_size,
+        )
+        .await;
+        Ok(enqueued)
+    }
+
+    /// Removes the next task and publishes `queue.dequeued`; `None` when the queue is empty.
+    pub async fn dequeue(&self) -> Result<Option<Dequeued>, QueueError> {
+        let dequeued = self.store.dequeue().await?;
+        if let Some(dequeued) = &dequeued {
+            self.announce(
+                "queue.dequeued",
+                "Task dequeued",
+                &dequeued.task,
+                dequeued.queue_size,
+            )
+            .await;
+        }
+        Ok(dequeued)
+    }
+
+    /// The size and the next task.
+    pub async fn status(&self) -> Result<QueueStatus, QueueError> {
+        self.store.status().await
+    }
+
+    /// Number of tasks, as last known (for the gauge).
+    pub fn size(&self) -> usize {
+        self.store.size()
+    }
+
+    /// The task's id goes in `taskId`: `id` is the event's own number, the one `Last-Event-ID`
+    /// refers to.
+    async fn announce(&self, event: &'static str, message: &str, task: &QueuedTask, size: usize) {
+        let event = NewEvent::app(event, Level::Info, format_args!("{message}: {}", task.task))
+            .with("taskId", task.id)
+            .with("task", &task.task)
+            .with("priority", task.priority)
+            .with("queueSize", size);
+        events::announce(&*self.events, event).await;
+    }
 }

@@ -4,8 +4,7 @@
 //! unauthenticated request and no handler repeats the header parsing. Its rejections are the
 //! contract's 401 bodies with an RFC 6750 `WWW-Authenticate: Bearer` challenge.
 //!
-//! Login and logout publish `auth.login` / `auth.logout` application events carrying the
-//! username only: never a token, a token id or a password.
+//! The auth service publishes the `auth.login` / `auth.logout` application events itself.
 
 use std::net::SocketAddr;
 
@@ -21,9 +20,8 @@ use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::auth::jwt::{Claims, format_lifetime};
-use crate::auth::{LoginError, TokenError};
+use crate::auth::{LoginError, LogoutError, RevokeError, TokenError};
 use crate::error::{ApiError, AuthFailure, ErrorBody};
-use crate::events::{Level, NewEvent};
 use crate::extract::ApiJson;
 use crate::openapi::tags;
 
@@ -54,12 +52,12 @@ where
         let token = bearer_token(&parts.headers)
             .ok_or(ApiError::Unauthorized(AuthFailure::MissingToken))?;
         let state = AppState::from_ref(state);
-        state.auth.authenticate(token).map(AuthUser).map_err(|err| {
-            ApiError::Unauthorized(match err {
-                TokenError::Invalid => AuthFailure::InvalidToken,
-                TokenError::Revoked => AuthFailure::RevokedToken,
-            })
-        })
+        match state.auth.authenticate(token).await {
+            Ok(claims) => Ok(AuthUser(claims)),
+            Err(TokenError::Invalid) => Err(ApiError::Unauthorized(AuthFailure::InvalidToken)),
+            Err(TokenError::Revoked) => Err(ApiError::Unauthorized(AuthFailure::RevokedToken)),
+            Err(TokenError::Store(err)) => Err(ApiError::Store(err)),
+        }
     }
 }
 
@@ -103,7 +101,9 @@ struct LoginResponse {
 /// Exchanges a username and password for an access token.
 ///
 /// Only wrong credentials spend the client's failed-login budget (`LOGIN_MAX_PER_MINUTE`);
-/// malformed requests are answered before it is consulted.
+/// malformed requests are answered before it is consulted. Successful logins have a budget of
+/// their own per client and per account (`LOGIN_SUCCESS_MAX_PER_MINUTE`), far above human use,
+/// because each token can be logged out and each logout is remembered until the token expires.
 #[utoipa::path(
     post,
     path = "/login",
@@ -121,7 +121,9 @@ struct LoginResponse {
         (status = 413, body = ErrorBody, description = "`payload_too_large`"),
         (status = 415, body = ErrorBody, description = "`unsupported_media_type`"),
         (status = 429, body = ErrorBody,
-            description = "`rate_limited`: too many failed logins from this client",
+            description = "`rate_limited`: too many failed logins from this client \
+                (`LOGIN_MAX_PER_MINUTE`), or too many logins from this client or to this account \
+                (`LOGIN_SUCCESS_MAX_PER_MINUTE`)",
             headers(("Retry-After" = u64, description = "Seconds until the next attempt counts"))),
         (status = 500, body = ErrorBody,
             description = "`internal_error`: the token could not be signed"),
@@ -140,11 +142,12 @@ async fn login(
             message: "Username and password required",
         });
     };
-    let outcome = state.auth.login(peer.ip(), username, password);
+    let outcome = state.auth.login(peer.ip(), username, password).await;
     let label = match &outcome {
         Ok(_) => "success",
         Err(LoginError::InvalidCredentials) => "invalid_credentials",
         Err(LoginError::RateLimited(_)) => "rate_limited",
+        Err(LoginError::TooManyLogins(_)) => "too_many_logins",
         Err(LoginError::Signing(_)) => "error",
     };
     state
@@ -162,18 +165,15 @@ async fn login(
                 retry_after: wait.0,
             }
         }
+        LoginError::TooManyLogins(wait) => {
+            tracing::warn!(client = %peer.ip(), "login refused: too many logins");
+            ApiError::RateLimited {
+                retry_after: wait.0,
+            }
+        }
         LoginError::Signing(err) => ApiError::Internal(err.to_string()),
     })?;
-    let username = &issued.claims.username;
-    tracing::info!(%username, "login succeeded");
-    state.events.publish(
-        NewEvent::app(
-            "auth.login",
-            Level::Success,
-            format_args!("{username} logged in"),
-        )
-        .with("username", username),
-    );
+    tracing::info!(username = %issued.claims.username, "login succeeded");
     Ok(Json(LoginResponse {
         message: "Login successful",
         token: issued.token,
@@ -205,26 +205,34 @@ struct LogoutResponse {
             headers(
                 ("WWW-Authenticate" = String, description = "The Bearer challenge (RFC 6750)"),
             )),
+        (status = 503, body = ErrorBody,
+            description = "`store_unavailable` (the revocation could not be recorded or checked) \
+                or `revocation_list_full` (`REVOCATION_LIST_MAX` live revocations); the token \
+                stays valid",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
 )]
 async fn logout(
     State(state): State<AppState>,
     AuthUser(claims): AuthUser,
 ) -> Result<Json<LogoutResponse>, ApiError> {
-    state
-        .auth
-        .logout(&claims)
-        .map_err(|_| ApiError::Unauthorized(AuthFailure::RevokedToken))?;
-    let username = &claims.username;
-    tracing::info!(%username, "logout");
-    state.events.publish(
-        NewEvent::app(
-            "auth.logout",
-            Level::Info,
-            format_args!("{username} logged out"),
-        )
-        .with("username", username),
-    );
+    state.auth.logout(&claims).await.map_err(|err| match err {
+        LogoutError::AlreadyRevoked => ApiError::Unauthorized(AuthFailure::RevokedToken),
+        LogoutError::NotRecorded(RevokeError::Full { capacity }) => {
+            tracing::warn!(capacity, "logout refused: the revocation list is full");
+            state
+                .metrics
+                .counter("auth_revocations_refused_total", &[])
+                .increment(1);
+            ApiError::Unavailable {
+                code: "revocation_list_full",
+                message: "Too many tokens are logged out at the moment; retry later",
+                retry_after: state.auth.sweep_period(),
+            }
+        }
+        LogoutError::NotRecorded(RevokeError::Store(err)) => ApiError::Store(err),
+    })?;
+    tracing::info!(username = %claims.username, "logout");
     Ok(Json(LogoutResponse {
         message: "Logged out successfully",
     }))
@@ -250,6 +258,10 @@ struct ProtectedResponse {
             headers(
                 ("WWW-Authenticate" = String, description = "The Bearer challenge (RFC 6750)"),
             )),
+        (status = 503, body = ErrorBody,
+            description = "`store_unavailable`: the token's revocation could not be checked, so \
+                it is refused",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
 )]
 async fn protected(AuthUser(claims): AuthUser) -> Json<ProtectedResponse> {

@@ -171,7 +171,8 @@ fn notification_data_text() -> Object {
         (status = 400, body = ErrorBody,
             description = "`invalid_input`: `Last-Event-ID` or `lastEventId` is not an event id"),
         (status = 503, body = ErrorBody,
-            description = "`too_many_streams`: `SSE_MAX_CONNECTIONS` streams are open",
+            description = "`too_many_streams` (`SSE_MAX_CONNECTIONS` streams are open) or \
+                `store_unavailable` (the event store does not answer)",
             headers(("Retry-After" = u64, description = "Seconds to wait before reconnecting"))),
     ),
 )]
@@ -190,7 +191,11 @@ async fn notifications(
             retry_after: RETRY_WHEN_FULL,
         })?;
     let skipped = state.metrics.counter("sse_events_skipped_total", &[]);
-    let deliveries = state.events.subscribe(resume_after).into_deliveries();
+    let deliveries = state
+        .events
+        .subscribe(resume_after)
+        .await?
+        .into_deliveries();
     let connected = SseEvent::default().retry(RECONNECT_AFTER).data(CONNECTED);
     let events = stream::once(async move { connected })
         .chain(deliveries.map(move |delivery| {

@@ -1,4 +1,5 @@
-//! Operations routes: the endpoint index, health, Prometheus metrics and the OpenAPI document.
+//! Operations routes: the endpoint index, liveness, readiness, Prometheus metrics and the
+//! OpenAPI document.
 
 use axum::Json;
 use axum::extract::State;
@@ -10,15 +11,24 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use std::time::Duration;
+
 use crate::app::AppState;
+use crate::error::{ApiError, ErrorBody};
 use crate::openapi::{ApiDocument, tags};
 use crate::routes::demo;
+use crate::store::{STORE_RETRY_AFTER, StoreError};
 
-/// `GET /`, `GET /health`, `GET /metrics`, `GET /openapi.json`.
+/// How long `/ready` waits for the store before calling it unavailable: a load balancer's probe
+/// must get an answer well within its own timeout.
+const READY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// `GET /`, `GET /health`, `GET /ready`, `GET /metrics`, `GET /openapi.json`.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(index))
         .routes(routes!(health))
+        .routes(routes!(ready))
         .routes(routes!(metrics))
         .routes(routes!(openapi_json))
 }
@@ -80,6 +90,7 @@ fn endpoint_index() -> Json<Value> {
             "dequeue": "GET|POST /dequeue",
             "queueStatus": "GET /queue/status",
             "health": "GET /health",
+            "ready": "GET /ready (200 when the store answers; 503 otherwise or while stopping)",
             "metrics": "GET /metrics (Prometheus text format)",
             "openapi": "GET /openapi.json",
             "demo": "GET / from a browser (Accept: text/html): the interactive demo page"
@@ -124,6 +135,53 @@ async fn health(State(state): State<AppState>) -> Json<Health> {
             "production"
         },
     })
+}
+
+/// The readiness report.
+#[derive(Serialize, ToSchema)]
+struct Ready {
+    /// `ready`.
+    #[schema(example = "ready")]
+    status: &'static str,
+    /// `STORE`: `memory` or `embedded`.
+    #[schema(example = "embedded")]
+    store: &'static str,
+}
+
+/// Readiness for a load balancer: the store answers and the server is not stopping.
+///
+/// Unlike `/health` (liveness), this checks the store with a real round trip: for the embedded
+/// store, a write committed through the same writer as every request's.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = tags::OPERATIONS,
+    responses(
+        (status = 200, description = "Ready to serve", body = Ready),
+        (status = 503, body = ErrorBody,
+            description = "`store_unavailable` (the store did not answer within a second) or \
+                `shutting_down` (the server is draining)",
+            headers(("Retry-After" = u64, description = "Seconds to wait before probing again"))),
+    ),
+)]
+async fn ready(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
+    if state.shutdown.is_triggered() {
+        return Err(ApiError::Unavailable {
+            code: "shutting_down",
+            message: "The server is shutting down",
+            retry_after: STORE_RETRY_AFTER,
+        });
+    }
+    match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => Ok(Json(Ready {
+            status: "ready",
+            store: state.config.store.as_str(),
+        })),
+        Ok(Err(err)) => Err(ApiError::Store(err)),
+        Err(_) => Err(ApiError::Store(StoreError::new(format!(
+            "no answer within {READY_TIMEOUT:?}"
+        )))),
+    }
 }
 
 /// This server's metrics, in the Prometheus text format.

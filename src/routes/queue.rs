@@ -5,8 +5,8 @@
 //! priority of another JSON type "must be a number", and a wrong type or range for either field
 //! a 400 `invalid_input` naming the field and the accepted range.
 //!
-//! Each enqueue and dequeue publishes a `queue.enqueued` / `queue.dequeued` application event
-//! (`taskId`, `task`, `priority`, `queueSize`) on the event bus behind `/notifications`.
+//! The queue service ([`crate::queue::TaskQueue`]) publishes a `queue.enqueued` /
+//! `queue.dequeued` application event for each change, so the handlers only translate.
 
 use std::time::Duration;
 
@@ -24,7 +24,6 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::events::{Level, NewEvent};
 use crate::extract::ApiJson;
 use crate::openapi::tags;
 use crate::queue::{InvalidPriority, MAX_TASK_CHARS, Priority, QueueError, QueuedTask, TaskText};
@@ -124,8 +123,9 @@ struct NextTask {
                 must be a number; `field` names it) or `invalid_json`"),
         (status = 413, body = ErrorBody, description = "`payload_too_large`"),
         (status = 415, body = ErrorBody, description = "`unsupported_media_type`"),
-        (status = 500, body = ErrorBody, description = "`internal_error`: the queue store failed"),
-        (status = 503, body = ErrorBody, description = "`queue_full`: `QUEUE_CAPACITY` is reached",
+        (status = 503, body = ErrorBody,
+            description = "`queue_full` (`QUEUE_CAPACITY` is reached) or `store_unavailable` (the \
+                store did not record the task; nothing changed)",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
 )]
@@ -134,14 +134,7 @@ async fn enqueue(
     ApiJson(body): ApiJson<EnqueueBody>,
 ) -> Result<Json<EnqueueResponse>, ApiError> {
     let (task, priority) = parse_enqueue(body)?;
-    let enqueued = state.queue.enqueue(QueuedTask::new(task, priority)).await?;
-    publish(
-        &state,
-        "queue.enqueued",
-        "Task enqueued",
-        &enqueued.task,
-        enqueued.queue_size,
-    );
+    let enqueued = state.queue.enqueue(task, priority).await?;
     let QueuedTask {
         id, task, priority, ..
     } = enqueued.task;
@@ -164,7 +157,10 @@ async fn enqueue(
     responses(
         (status = 200, description = "The next task, now out of the queue", body = DequeueResponse),
         (status = 404, body = ErrorBody, description = "`queue_empty` (Queue is empty)"),
-        (status = 500, body = ErrorBody, description = "`internal_error`: the queue store failed"),
+        (status = 503, body = ErrorBody,
+            description = "`store_unavailable`: the store did not record the removal; the task \
+                stays queued",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
 )]
 async fn dequeue(State(state): State<AppState>) -> Result<Json<DequeueResponse>, ApiError> {
@@ -172,13 +168,6 @@ async fn dequeue(State(state): State<AppState>) -> Result<Json<DequeueResponse>,
         code: "queue_empty",
         message: "Queue is empty",
     })?;
-    publish(
-        &state,
-        "queue.dequeued",
-        "Task dequeued",
-        &dequeued.task,
-        dequeued.queue_size,
-    );
     let QueuedTask {
         id,
         task,
@@ -203,7 +192,8 @@ async fn dequeue(State(state): State<AppState>) -> Result<Json<DequeueResponse>,
     operation_id = "queue_status",
     responses(
         (status = 200, description = "The queue's state", body = StatusResponse),
-        (status = 500, body = ErrorBody, description = "`internal_error`: the queue store failed"),
+        (status = 503, body = ErrorBody, description = "`store_unavailable`: the store does not answer",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
 )]
 async fn status(State(state): State<AppState>) -> Result<Json<StatusResponse>, ApiError> {
@@ -218,24 +208,6 @@ async fn status(State(state): State<AppState>) -> Result<Json<StatusResponse>, A
     }))
 }
 
-/// Publishes a queue event, after the queue's lock is released. The task's id goes in `taskId`:
-/// `id` is the event's own number, the one `Last-Event-ID` refers to.
-fn publish(
-    state: &AppState,
-    event: &'static str,
-    message: &str,
-    task: &QueuedTask,
-    queue_size: usize,
-) {
-    state.events.publish(
-        NewEvent::app(event, Level::Info, format_args!("{message}: {}", task.task))
-            .with("taskId", task.id)
-            .with("task", &task.task)
-            .with("priority", task.priority)
-            .with("queueSize", queue_size),
-    );
-}
-
 impl From<QueueError> for ApiError {
     fn from(err: QueueError) -> Self {
         match err {
@@ -244,7 +216,7 @@ impl From<QueueError> for ApiError {
                 message: "Queue is full",
                 retry_after: QUEUE_FULL_RETRY_AFTER,
             },
-            QueueError::Unavailable(cause) => ApiError::Internal(cause),
+            QueueError::Store(err) => ApiError::Store(err),
         }
     }
 }

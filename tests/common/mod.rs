@@ -138,6 +138,23 @@ impl TestApp {
     }
 }
 
+/// Publishes `event` on the server's bus; returns its id.
+pub async fn publish(state: &backflow::AppState, event: backflow::events::NewEvent) -> u64 {
+    state
+        .events
+        .publish(event)
+        .await
+        .expect("the event is published")
+}
+
+/// The server's live events from now on, straight from its bus.
+pub async fn live_events(
+    app: &TestApp,
+) -> futures_util::stream::BoxStream<'static, backflow::events::Delivery> {
+    let subscription = app.state.events.subscribe(None).await;
+    subscription.expect("subscribed to the bus").live
+}
+
 /// Reads a JSON error body and checks the contract's shape; returns it.
 pub async fn error_body(response: reqwest::Response, status: u16, code: &str) -> serde_json::Value {
     assert_eq!(response.status().as_u16(), status, "status");

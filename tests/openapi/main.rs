@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 const CONTRACT: &[(&str, &str)] = &[
     ("GET", "/"),
     ("GET", "/health"),
+    ("GET", "/ready"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
     ("GET", "/stream"),

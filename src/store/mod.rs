@@ -1,0 +1,148 @@
+//! Where the server's state lives: the boundary between the domain services and their stores.
+//!
+//! Three pieces of state outlive a request: the priority queue, the revocation list and the
+//! event stream behind `/notifications`. Each is reached through a small async, fallible trait
+//! ([`QueueStore`](crate::queue::QueueStore), [`RevocationStore`](crate::auth::RevocationStore),
+//! [`EventBus`](crate::events::EventBus)), so the domain services and the handlers above them
+//! never know which store is configured. `STORE` picks one set of implementations:
+//!
+//! | `STORE`    | queue and revocations                        | events           | survives          |
+//! |------------|----------------------------------------------|------------------|-------------------|
+//! | `memory`   | in-process indexes only                      | in-process bus   | nothing           |
+//! | `embedded` | the same indexes, recorded in SQLite first   | in-process bus   | `kill -9`, and a machine crash with `FSYNC_COMMITS` |
+//!
+//! Every store operation that can fail returns [`StoreError`]; the HTTP layer answers it with
+//! `503 store_unavailable` and `Retry-After`, and an operation that failed changed nothing.
+
+pub mod embedded;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use crate::auth::jwt::LEEWAY_SECONDS;
+use crate::auth::{MemoryRevocations, RevocationStore};
+use crate::config::Config;
+use crate::events::{EventBus, MemoryEventBus};
+use crate::metrics::Metrics;
+use crate::queue::{MemoryQueue, QueueStore};
+
+/// How long a client is asked to wait after a store failure (`Retry-After`).
+pub const STORE_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Which implementation holds the state (`STORE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// Nothing is kept: a restart starts empty. For demos and benchmarks.
+    Memory,
+    /// SQLite in `DATA_DIR`: what was acknowledged survives a crash of the process.
+    Embedded,
+}
+
+impl StoreKind {
+    /// The value `STORE` takes for this kind.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Embedded => "embedded",
+        }
+    }
+}
+
+impl std::str::FromStr for StoreKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Self::Memory, Self::Embedded]
+            .into_iter()
+            .find(|kind| kind.as_str() == s)
+            .ok_or_else(|| format!("unknown store {s:?}; expected `embedded` or `memory`"))
+    }
+}
+
+/// The store could not do what was asked; nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("store unavailable: {0}")]
+pub struct StoreError(Arc<str>);
+
+impl StoreError {
+    /// An error with this cause (logged, never sent to the client).
+    pub fn new(cause: impl fmt::Display) -> Self {
+        Self(cause.to_string().into())
+    }
+}
+
+/// What every store answers about itself, whatever it holds.
+pub trait StoreHealth: Send + Sync {
+    /// Succeeds when the store answers now (for `GET /ready`).
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Finishes pending writes and releases the store; called once, after the drain.
+    fn close(&self) -> BoxFuture<'_, ()>;
+}
+
+/// The stores of one server, opened for its configuration.
+#[derive(Clone)]
+pub struct Stores {
+    /// The priority queue's record.
+    pub queue: Arc<dyn QueueStore>,
+    /// Revoked tokens.
+    pub revocations: Arc<dyn RevocationStore>,
+    /// The event stream behind `/notifications`.
+    pub events: Arc<dyn EventBus>,
+    /// Readiness and closing.
+    pub health: Arc<dyn StoreHealth>,
+}
+
+impl fmt::Debug for Stores {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stores").finish_non_exhaustive()
+    }
+}
+
+/// Opens the stores `config.store` names. The memory store says in the log that it keeps
+/// nothing.
+pub async fn open(
+    config: &Config,
+    metrics: &Metrics,
+) -> Result<Stores, embedded::database::OpenError> {
+    match config.store {
+        StoreKind::Memory => {
+            tracing::warn!(
+                "STORE=memory: the queue, revocations and events live in this process only; \
+                 a restart or a crash loses them"
+            );
+            Ok(memory(config))
+        }
+        StoreKind::Embedded => embedded::open(config, metrics).await,
+    }
+}
+
+/// The stores of `STORE=memory`.
+pub fn memory(config: &Config) -> Stores {
+    Stores {
+        queue: Arc::new(MemoryQueue::new(config.queue_capacity)),
+        revocations: Arc::new(MemoryRevocations::new(
+            LEEWAY_SECONDS,
+            config.revocation_list_max,
+        )),
+        events: Arc::new(MemoryEventBus::new(config.sse_replay_buffer)),
+        health: Arc::new(InProcess),
+    }
+}
+
+/// The health of stores that live in this process: always answering, nothing to close.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InProcess;
+
+impl StoreHealth for InProcess {
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
+}
