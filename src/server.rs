@@ -31,7 +31,9 @@ use tower::ServiceExt;
 
 use crate::app::{AppState, StartupError, build_router};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
+use crate::store::Stores;
 
 /// A bound, ready-to-run server.
 pub struct Application {
@@ -42,23 +44,32 @@ pub struct Application {
 }
 
 impl Application {
-    /// Builds the state, binds `HOST:PORT` and assembles the router.
+    /// Binds `HOST:PORT`, opens the configured stores, builds the state and the router.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
-        let addr = SocketAddr::new(config.host, config.port);
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartupError::Bind { addr, source })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| StartupError::Bind { addr, source })?;
+        let (listener, local_addr) = bind(&config).await?;
         let state = AppState::new(config, Shutdown::new()).await?;
+        Ok(Self::assemble(listener, local_addr, state))
+    }
+
+    /// Like [`Application::build`] over stores already open (tests wrap them to inject faults).
+    pub async fn build_with_stores(
+        config: Config,
+        metrics: Metrics,
+        stores: Stores,
+    ) -> Result<Self, StartupError> {
+        let (listener, local_addr) = bind(&config).await?;
+        let state = AppState::with_stores(config, Shutdown::new(), metrics, stores)?;
+        Ok(Self::assemble(listener, local_addr, state))
+    }
+
+    fn assemble(listener: TcpListener, local_addr: SocketAddr, state: AppState) -> Self {
         let router = build_router(state.clone());
-        Ok(Self {
+        Self {
             listener,
             router,
             state,
             local_addr,
-        })
+        }
     }
 
     /// The address actually bound.
@@ -116,6 +127,18 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The listener on `HOST:PORT`, and the address it got (port 0 picks a free one).
+async fn bind(config: &Config) -> Result<(TcpListener, SocketAddr), StartupError> {
+    let addr = SocketAddr::new(config.host, config.port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartupError::Bind { addr, source })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| StartupError::Bind { addr, source })?;
+    Ok((listener, local_addr))
 }
 
 /// Pause after an accept error that is not the client's (too many open files, for example),

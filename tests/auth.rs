@@ -496,6 +496,22 @@ async fn successful_logins_do_not_spend_the_failure_budget() {
 }
 
 #[tokio::test]
+async fn successful_logins_are_limited_with_a_retry_hint() {
+    let app = spawn(&[("LOGIN_SUCCESS_MAX_PER_MINUTE", "2")]).await;
+    for _ in 0..2 {
+        assert_eq!(login(&app, "admin", "admin123").await.status(), 200);
+    }
+    let refused = login(&app, "admin", "admin123").await;
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .expect("ASCII")
+        .parse()
+        .expect("seconds");
+    assert!((1..=30).contains(&retry_after), "{retry_after}");
+    error_body(refused, 429, "rate_limited").await;
+}
+
+#[tokio::test]
 async fn concurrent_logouts_of_one_token_succeed_exactly_once() {
     let app = spawn(&[]).await;
     let token = token_of(&login_admin(&app).await);

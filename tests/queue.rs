@@ -442,17 +442,7 @@ async fn the_queue_survives_a_graceful_restart_in_order() {
 }
 
 #[tokio::test]
-async fn a_corrupt_snapshot_is_ignored() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("queue.json"), b"{\"version\":1,\"tasks\":[").expect("write");
-    let app = spawn_config(test_config(dir.path(), &[])).await;
-    assert_eq!(status(&app).await["size"], 0);
-    enqueue(&app, "fresh", 1).await;
-    assert_eq!(drain_tasks(&app).await, ["fresh"]);
-}
-
-#[tokio::test]
-async fn a_snapshot_larger_than_the_capacity_is_kept_whole() {
+async fn a_stored_queue_larger_than_the_capacity_is_kept_whole() {
     let dir = tempfile::tempdir().expect("temp dir");
     let app = spawn_config(test_config(dir.path(), &[])).await;
     for task in ["a", "b", "c"] {

@@ -3,15 +3,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
+use common::process::ServerProcess;
 use common::{open_sse, open_sse_url, spawn_app_with};
 use futures_util::StreamExt;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 use tokio::time::timeout;
 
 /// Guard against a hanging test: far below the drain deadline the servers are given below, so a
@@ -42,45 +39,13 @@ async fn stopping_the_server_ends_open_event_streams() {
 async fn sigterm_ends_event_streams_lets_streams_finish_and_exits_zero() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data_dir = dir.path().to_str().expect("UTF-8 path").to_owned();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_backflow"))
-        .env_clear()
-        .envs([
-            ("HOST", "127.0.0.1"),
-            ("PORT", "0"),
-            ("LOG_FORMAT", "json"),
-            ("RUST_LOG", "backflow=info"),
-            ("SHUTDOWN_TIMEOUT_SECONDS", "20"),
-            ("NOTIFY_INTERVAL_MS", "50"),
-            ("DATA_DIR", data_dir.as_str()),
-        ])
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("server binary starts");
-    let mut log = BufReader::new(server.stdout.take().expect("piped stdout")).lines();
-    let addr: SocketAddr = timeout(HANG_GUARD, async {
-        loop {
-            let line = log.next_line().await.expect("log").expect("server running");
-            let entry: Value = serde_json::from_str(&line).expect("JSON log line");
-            if entry["message"] == "listening" {
-                let addr = entry["local_addr"].as_str().expect("address");
-                return addr.parse().expect("socket address");
-            }
-        }
-    })
-    .await
-    .expect("the server reports its address");
-    // Keep reading the log, so the server never blocks on a full pipe, and keep it for the end.
-    let log = tokio::spawn(async move {
-        let mut lines = Vec::new();
-        while let Ok(Some(line)) = log.next_line().await {
-            lines.push(line);
-        }
-        lines
-    });
-
+    let server = ServerProcess::start(&[
+        ("SHUTDOWN_TIMEOUT_SECONDS", "20"),
+        ("NOTIFY_INTERVAL_MS", "50"),
+        ("DATA_DIR", data_dir.as_str()),
+    ])
+    .await;
+    let addr = server.addr;
     let client = reqwest::Client::new();
     let base = format!("http://{addr}");
     let mut streams = Vec::new();
@@ -102,12 +67,7 @@ async fn sigterm_ends_event_streams_lets_streams_finish_and_exits_zero() {
         .expect("frame")
         .to_vec();
 
-    let pid = server.id().expect("server running");
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(kill.success());
+    let stopped = tokio::spawn(server.terminate());
 
     for mut stream in streams {
         timeout(HANG_GUARD, async { while stream.next().await.is_some() {} })
@@ -124,12 +84,11 @@ async fn sigterm_ends_event_streams_lets_streams_finish_and_exits_zero() {
     let items: Vec<Value> = serde_json::from_slice(&body).expect("one complete JSON array");
     assert_eq!(items.len(), 20);
 
-    let status = timeout(HANG_GUARD, server.wait())
+    let (status, log) = timeout(HANG_GUARD, stopped)
         .await
         .expect("the server exits well before its 20 s drain deadline")
-        .expect("exit status");
+        .expect("the stop is observed");
     assert!(status.success(), "exit status {status}");
-    let log = log.await.expect("log reader");
     assert!(
         !log.iter().any(|l| l.contains("drain deadline passed")),
         "nothing was cut at the deadline: {log:#?}"

@@ -1,6 +1,8 @@
 //! Shared test harness: start the real server on an ephemeral port and talk HTTP to it.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 

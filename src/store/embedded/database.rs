@@ -74,6 +74,8 @@ pub struct OpenError {
 /// The advice for a file that is not, or no longer, a readable store.
 pub const MOVE_IT_AWAY: &str = "move the file away to start with an empty store, or restore it \
     from a backup";
+/// The advice for a snapshot file of an earlier version that cannot be read.
+pub const MOVE_SNAPSHOT_AWAY: &str = "move the file away to start without it, or repair it";
 /// The advice for a directory or file the server cannot write.
 pub const MAKE_IT_WRITABLE: &str = "set DATA_DIR to a directory this user can create and write";
 

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::database::{Database, MOVE_IT_AWAY, OpenError};
+use super::database::{Database, MOVE_SNAPSHOT_AWAY, OpenError};
 use crate::auth::RevokedToken;
 use crate::queue::QueuedTask;
 
@@ -41,7 +41,7 @@ pub fn import_snapshots(db: &mut Database, dir: &Path, now_ms: u64) -> Result<()
             return Err(OpenError::new(
                 &dir.join(QUEUE_FILE),
                 format!("unknown snapshot version {}", snapshot.version),
-                MOVE_IT_AWAY,
+                MOVE_SNAPSHOT_AWAY,
             ));
         }
         // The snapshot lists tasks in dequeue order: arrival numbers given in that order keep
@@ -80,12 +80,16 @@ fn read<T: for<'de> Deserialize<'de>>(
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(OpenError::new(&path, err, MOVE_IT_AWAY)),
+        Err(err) => return Err(OpenError::new(&path, err, MOVE_SNAPSHOT_AWAY)),
     };
     if db.imported(name)? {
         return Ok(None);
     }
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|err| OpenError::new(&path, format!("unreadable snapshot: {err}"), MOVE_IT_AWAY))
+    serde_json::from_slice(&bytes).map(Some).map_err(|err| {
+        OpenError::new(
+            &path,
+            format!("unreadable snapshot: {err}"),
+            MOVE_SNAPSHOT_AWAY,
+        )
+    })
 }

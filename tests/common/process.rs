@@ -1,0 +1,143 @@
+//! The real `backflow` binary as a child process: for tests that kill it, signal it, or run
+//! several instances side by side.
+
+use std::net::SocketAddr;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+
+/// Longest wait for a server to report its address (a guard against a hang, not a timing).
+const START_GUARD: Duration = Duration::from_secs(20);
+
+/// A running server process, killed when dropped.
+pub struct ServerProcess {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: Child,
+    log: JoinHandle<Vec<String>>,
+}
+
+impl ServerProcess {
+    /// Starts the binary with a clean environment plus `envs`, on a free loopback port, logging
+    /// JSON; waits for its address. Panics with its output if it does not start.
+    pub async fn start(envs: &[(&str, &str)]) -> Self {
+        match Self::try_start(envs).await {
+            Ok(server) => server,
+            Err(output) => panic!("the server did not start:\n{output}"),
+        }
+    }
+
+    /// Like [`ServerProcess::start`], returning what the process printed if it exits instead.
+    pub async fn try_start(envs: &[(&str, &str)]) -> Result<Self, String> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_backflow"))
+            .env_clear()
+            .envs([
+                ("HOST", "127.0.0.1"),
+                ("PORT", "0"),
+                ("LOG_FORMAT", "json"),
+                ("RUST_LOG", "backflow=info"),
+            ])
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the server binary starts");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let mut stderr = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+        let mut seen = Vec::new();
+        let addr = tokio::time::timeout(START_GUARD, async {
+            while let Ok(Some(line)) = stdout.next_line().await {
+                let entry: Value = serde_json::from_str(&line).unwrap_or_default();
+                seen.push(line);
+                if entry["message"] == "listening" {
+                    let addr = entry["local_addr"].as_str().expect("an address");
+                    return Some(addr.parse::<SocketAddr>().expect("a socket address"));
+                }
+            }
+            None
+        })
+        .await
+        .expect("the server reports its address or exits");
+        let Some(addr) = addr else {
+            let _ = child.wait().await;
+            while let Ok(Some(line)) = stderr.next_line().await {
+                seen.push(line);
+            }
+            return Err(seen.join("\n"));
+        };
+        // Keep reading both pipes so the server never blocks on a full one.
+        let log = tokio::spawn(async move {
+            let mut lines = seen;
+            loop {
+                tokio::select! {
+                    line = stdout.next_line() => match line {
+                        Ok(Some(line)) => lines.push(line),
+                        _ => break,
+                    },
+                    line = stderr.next_line() => match line {
+                        Ok(Some(line)) => lines.push(line),
+                        _ => break,
+                    },
+                }
+            }
+            lines
+        });
+        Ok(Self { addr, child, log })
+    }
+
+    /// Absolute URL of `path_and_query` on this server.
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{}", self.addr, path_and_query)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the server is running")
+    }
+
+    /// Kills the process with SIGKILL, as a crash or the OOM killer would, and reaps it.
+    pub async fn kill(mut self) {
+        self.child.kill().await.expect("SIGKILL delivered");
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the status and everything it logged.
+    pub async fn terminate(mut self) -> (ExitStatus, Vec<String>) {
+        let pid = rustix::process::Pid::from_raw(i32::try_from(self.pid()).expect("a pid"))
+            .expect("a non-zero pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM sent");
+        let status = tokio::time::timeout(START_GUARD, self.child.wait())
+            .await
+            .expect("the server exits after SIGTERM")
+            .expect("an exit status");
+        let log = self.log.await.expect("the log reader ends");
+        (status, log)
+    }
+}
+
+/// Runs the binary with a clean environment plus `envs`, expecting it to refuse to start;
+/// returns its exit status and standard error.
+pub async fn refused_start(envs: &[(&str, &str)]) -> (ExitStatus, String) {
+    let output = tokio::time::timeout(
+        START_GUARD,
+        Command::new(env!("CARGO_BIN_EXE_backflow"))
+            .env_clear()
+            .envs([("HOST", "127.0.0.1"), ("PORT", "0"), ("LOG_FORMAT", "json")])
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the server exits at once")
+    .expect("the server binary runs");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
