@@ -11,7 +11,12 @@
 # request) shows what request logs cost. Then, once: /health probed at a fixed rate, first idle,
 # then while /heavy-task-worker saturates the compute pool (and the idle floor, for reference).
 # Every run also records the server's CPU time, so the report gives CPU per request.
-# Writes benches/results/load.json and docs/load.svg.
+#
+# The store is a dimension: the main server runs the default STORE=embedded, a second one
+# STORE=memory, and the routes that touch the store (/protected, enqueue + dequeue) run on both
+# in every round, so the cost of durability is a ratio measured minutes apart at most. A third
+# server (STORE=embedded, FSYNC_COMMITS=true) takes POST /enqueue alone at full concurrency:
+# the rate of synced enqueues. Writes benches/results/load.json and docs/load.svg.
 #
 # Usage: benches/load.sh
 #   DURATION=10s (in seconds) CONNECTIONS=64 ROUNDS=3 PREFILL=300000 HEAVY_N=35 PROBE_RATE=200 by default.
@@ -32,9 +37,11 @@ CONDITIONS_BEFORE=$(load_conditions)
 
 FLOOR_PORT=$(free_port); start_floor "$FLOOR_PORT"; FLOOR_PID=$LAST_PID
 
-# A queue snapshot in DATA_DIR is restored at start: the fastest way to pre-fill the queue.
-new_data_dir; QUEUE_DIR=$NEW_DIR
-python3 - "$QUEUE_DIR/queue.json" "$PREFILL" <<'EOF'
+# An embedded store imports a queue snapshot of the earlier file format once at start: the
+# fastest way to pre-fill its queue. The memory store keeps nothing, so it is filled over HTTP.
+prefilled_dir() {
+  new_data_dir
+  python3 - "$NEW_DIR/queue.json" "$PREFILL" <<'EOF'
 import json, sys, uuid
 path, count = sys.argv[1], int(sys.argv[2])
 tasks = [{"id": str(uuid.uuid4()), "task": "prefill", "priority": 5, "enqueuedAtMs": 0}
@@ -42,16 +49,34 @@ tasks = [{"id": str(uuid.uuid4()), "task": "prefill", "priority": 5, "enqueuedAt
 with open(path, "w") as f:
     json.dump({"version": 1, "tasks": tasks}, f)
 EOF
+}
+LIMITS=(QUEUE_CAPACITY=100000000 LOGIN_MAX_PER_MINUTE=1000000)
+prefilled_dir
 PORT=$(free_port)
-start_backflow "$PORT" DATA_DIR="$QUEUE_DIR" QUEUE_CAPACITY=100000000 LOGIN_MAX_PER_MINUTE=1000000
+start_backflow "$PORT" DATA_DIR="$NEW_DIR" STORE=embedded "${LIMITS[@]}"
 SERVER_PID=$LAST_PID
 BASE="http://127.0.0.1:$PORT"
+MEMORY_PORT=$(free_port)
+start_backflow "$MEMORY_PORT" STORE=memory "${LIMITS[@]}"
+MEMORY_PID=$LAST_PID
+MEMORY_BASE="http://127.0.0.1:$MEMORY_PORT"
+echo "pre-filling the memory store's queue with $PREFILL tasks over HTTP" >&2
+oha --no-tui --output-format quiet -n "$PREFILL" -c "$CONNECTIONS" -m POST \
+  -H 'content-type: application/json' -d '{"task":"prefill","priority":5}' "$MEMORY_BASE/enqueue" >/dev/null
+FSYNC_PORT=$(free_port)
+start_backflow "$FSYNC_PORT" STORE=embedded FSYNC_COMMITS=true "${LIMITS[@]}"
+FSYNC_PID=$LAST_PID
+FSYNC_BASE="http://127.0.0.1:$FSYNC_PORT"
 INFO_PORT=$(free_port)
 start_backflow "$INFO_PORT" RUST_LOG=backflow=info
 INFO_PID=$LAST_PID
 
-TOKEN=$(curl -fsS -X POST "$BASE/login" -H 'content-type: application/json' \
-  -d '{"username":"admin","password":"admin123"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+token_of() {
+  curl -fsS -X POST "$1/login" -H 'content-type: application/json' \
+    -d '{"username":"admin","password":"admin123"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])'
+}
+TOKEN=$(token_of "$BASE")
+MEMORY_TOKEN=$(token_of "$MEMORY_BASE")
 
 # run_oha NAME ROUND [oha args...]: -w lets requests in flight at the deadline finish, so they
 # are not counted as errors.
@@ -89,10 +114,11 @@ measure_pair() {
 # Warm-up: connections, allocator pools and caches, on both servers.
 oha --no-tui --output-format quiet -z 2s -c "$CONNECTIONS" "http://127.0.0.1:$FLOOR_PORT/health" >/dev/null
 oha --no-tui --output-format quiet -z 2s -c "$CONNECTIONS" "$BASE/health" >/dev/null
+oha --no-tui --output-format quiet -z 2s -c "$CONNECTIONS" "$MEMORY_BASE/health" >/dev/null
 
 HALF=$((CONNECTIONS / 2))
 for round in $(seq 1 "$ROUNDS"); do
-  echo "round $round/$ROUNDS: floor, floor pair, /health, /queue/status, /protected, enqueue+dequeue, /health at info" >&2
+  echo "round $round/$ROUNDS: floor, floor pair, /health, /queue/status, /protected and enqueue+dequeue (embedded, memory), synced enqueues, /health at info" >&2
   measure floor "$round" "$FLOOR_PID" -c "$CONNECTIONS" "http://127.0.0.1:$FLOOR_PORT/health"
   # The floor driven like the enqueue + dequeue pair below.
   measure_pair floor_pair "$round" "$FLOOR_PID" \
@@ -100,8 +126,14 @@ for round in $(seq 1 "$ROUNDS"); do
   measure health "$round" "$SERVER_PID" -c "$CONNECTIONS" "$BASE/health"
   measure queue_status "$round" "$SERVER_PID" -c "$CONNECTIONS" "$BASE/queue/status"
   measure protected "$round" "$SERVER_PID" -c "$CONNECTIONS" -H "Authorization: Bearer $TOKEN" "$BASE/protected"
+  measure protected_memory "$round" "$MEMORY_PID" -c "$CONNECTIONS" -H "Authorization: Bearer $MEMORY_TOKEN" "$MEMORY_BASE/protected"
   # Half the connections enqueue while the other half dequeue, at once.
   measure_pair enqueue_dequeue "$round" "$SERVER_PID" enqueue "$BASE/enqueue" dequeue "$BASE/dequeue"
+  measure_pair enqueue_dequeue_memory "$round" "$MEMORY_PID" \
+    enqueue_memory "$MEMORY_BASE/enqueue" dequeue_memory "$MEMORY_BASE/dequeue"
+  # Every connection enqueues: each answer waits for an fsync, shared by a batch.
+  measure enqueue_fsync "$round" "$FSYNC_PID" -c "$CONNECTIONS" -m POST \
+    -H 'content-type: application/json' -d "$ENQUEUE_BODY" "$FSYNC_BASE/enqueue"
   measure health_info "$round" "$INFO_PID" -c "$CONNECTIONS" "http://127.0.0.1:$INFO_PORT/health"
 done
 
