@@ -29,6 +29,7 @@ fn service(config: &Config) -> AuthService {
     AuthService::new(
         config,
         Arc::new(MemoryRevocations::new(LEEWAY_SECONDS, 1_000_000)),
+        backflow::store::local_login_failures(config),
         Arc::new(MemoryEventBus::new(0)),
     )
 }

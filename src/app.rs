@@ -41,7 +41,7 @@ pub enum StartupError {
     },
     /// The store could not be opened.
     #[error(transparent)]
-    Store(#[from] crate::store::embedded::database::OpenError),
+    Store(#[from] crate::store::OpenError),
     /// A component could not be started.
     #[error("cannot start {component}: {message}")]
     Component {
@@ -113,17 +113,25 @@ impl AppState {
             queue,
             revocations,
             events,
+            notifier,
+            login_failures,
             health,
         } = stores;
         let tasks = TaskTracker::new();
         tasks.spawn(telemetry::run_lag_probe(metrics.clone(), shutdown.clone()));
         tasks.spawn(events::run_notifier(
             events.clone(),
+            notifier,
             config.notify_interval,
             shutdown.clone(),
         ));
         let subscribers = SubscriberLimit::new(config.sse_max_connections);
-        let auth = Arc::new(AuthService::new(&config, revocations, events.clone()));
+        let auth = Arc::new(AuthService::new(
+            &config,
+            revocations,
+            login_failures,
+            events.clone(),
+        ));
         tasks.spawn(auth::run_sweeper(auth.clone(), shutdown.clone()));
         let queue = TaskQueue::new(queue, events.clone());
         let compute = ComputePool::from_config(&config).map_err(|err| StartupError::Component {

@@ -147,6 +147,26 @@ impl fmt::Debug for JwtSecret {
     }
 }
 
+/// A Redis URL; its `Debug` hides a password it may carry (`redis://:password@host`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    /// The URL.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.split_once('@') {
+            Some((_, host)) => write!(f, "RedisUrl(redis://<credentials>@{host})"),
+            None => write!(f, "RedisUrl({})", self.0),
+        }
+    }
+}
+
 /// The whole server configuration. See `.env.example` for every variable.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -189,6 +209,10 @@ pub struct Config {
     pub fsync_commits: bool,
     /// `DATA_DIR`: where the embedded store keeps its files.
     pub data_dir: PathBuf,
+    /// `REDIS_URL`: the Redis server of `STORE=redis` (required then, unused otherwise).
+    pub redis_url: Option<RedisUrl>,
+    /// `REDIS_PREFIX`: the key prefix that lets several deployments share one Redis.
+    pub redis_prefix: String,
     /// `STREAM_MAX_ITEMS`: cap on `totalItems` of `/stream`.
     pub stream_max_items: u64,
     /// `NOTIFY_INTERVAL_MS`: period of the notification producer.
@@ -359,6 +383,11 @@ impl Config {
                 .transpose()?
                 .unwrap_or(StoreKind::Embedded),
             fsync_commits: env.bool("FSYNC_COMMITS", false)?,
+            redis_url: env.get("REDIS_URL").map(RedisUrl),
+            redis_prefix: env.get("REDIS_PREFIX").map_or_else(
+                || Ok(DEFAULT_REDIS_PREFIX.to_owned()),
+                |prefix| parse_redis_prefix(&prefix),
+            )?,
             data_dir: env
                 .get("DATA_DIR")
                 .map_or_else(|| PathBuf::from("./data"), PathBuf::from),
@@ -385,6 +414,23 @@ impl Config {
             queue_capacity: env.int("QUEUE_CAPACITY", 1..=100_000_000, 100_000)?,
             worker_exe: None,
         };
+        if config.store == StoreKind::Redis {
+            match config.redis_url.as_ref().map(RedisUrl::as_str) {
+                None => {
+                    return Err(ConfigError::new(
+                        "REDIS_URL",
+                        "is required with STORE=redis, e.g. redis://127.0.0.1:6379",
+                    ));
+                }
+                Some(url) if !url.starts_with("redis://") && !url.starts_with("redis+unix://") => {
+                    return Err(ConfigError::new(
+                        "REDIS_URL",
+                        format!("{url:?} is not a URL such as redis://127.0.0.1:6379"),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
         Ok(config)
     }
 
@@ -447,6 +493,26 @@ impl Env<'_> {
                 format!("{other:?} is not `true` or `false`"),
             )),
         }
+    }
+}
+
+/// `REDIS_PREFIX` when unset.
+pub const DEFAULT_REDIS_PREFIX: &str = "backflow";
+
+/// A key prefix: letters, digits and `-_.:`, 1 to 64 of them (it becomes part of every key and
+/// of a Redis Cluster hash tag, so no braces or spaces).
+fn parse_redis_prefix(raw: &str) -> Result<String, ConfigError> {
+    let valid = (1..=64).contains(&raw.len())
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    if valid {
+        Ok(raw.to_owned())
+    } else {
+        Err(ConfigError::new(
+            "REDIS_PREFIX",
+            format!("{raw:?} must be 1 to 64 letters, digits or `-_.:`"),
+        ))
     }
 }
 
@@ -580,14 +646,40 @@ mod tests {
     }
 
     #[test]
+    fn the_redis_store_needs_a_url_and_a_plain_prefix() {
+        let err = Config::from_pairs([("STORE", "redis")]).unwrap_err();
+        assert_eq!(err.var, "REDIS_URL");
+        let err =
+            Config::from_pairs([("STORE", "redis"), ("REDIS_URL", "localhost:6379")]).unwrap_err();
+        assert_eq!(err.var, "REDIS_URL");
+        let err = Config::from_pairs([("REDIS_PREFIX", "a b")]).unwrap_err();
+        assert_eq!(err.var, "REDIS_PREFIX");
+        let ok = Config::from_pairs([
+            ("STORE", "redis"),
+            ("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            ("REDIS_PREFIX", "shop-eu.1"),
+        ])
+        .expect("valid");
+        assert_eq!(ok.store, StoreKind::Redis);
+        assert_eq!(ok.redis_prefix, "shop-eu.1");
+        assert_eq!(
+            Config::from_pairs([]).expect("defaults").redis_prefix,
+            DEFAULT_REDIS_PREFIX
+        );
+    }
+
+    #[test]
     fn debug_output_hides_secrets() {
         let config = Config::from_pairs([
             ("JWT_SECRET", "super-secret-value"),
             ("AUTH_USERS", "a:hunter2"),
+            ("REDIS_URL", "redis://:redis-password@cache:6379"),
         ])
         .expect("valid");
         let printed = format!("{config:?}");
         assert!(!printed.contains("super-secret-value"));
         assert!(!printed.contains("hunter2"));
+        assert!(!printed.contains("redis-password"));
+        assert!(printed.contains("cache:6379"));
     }
 }

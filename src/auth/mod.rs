@@ -31,7 +31,7 @@ use crate::events::{self, EventBus, Level, NewEvent};
 use crate::shutdown::Shutdown;
 use crate::store::StoreError;
 use jwt::{Claims, TokenCodec};
-use rate_limit::{LoginRateLimiter, RetryAfter, SuccessfulLogins};
+use rate_limit::{BudgetError, LoginFailures, RetryAfter, SuccessfulLogins};
 use users::UserDirectory;
 use verified::VerifiedTokens;
 
@@ -53,12 +53,24 @@ pub enum LoginError {
     /// This client failed too often recently.
     #[error(transparent)]
     RateLimited(#[from] RetryAfter),
+    /// The failed-login budget could not be read: the login is refused (fails closed).
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// This client or this account logged in too often recently.
     #[error("too many successful logins; retry in {:?}", .0.0)]
     TooManyLogins(RetryAfter),
     /// The token could not be signed (a server fault).
     #[error("cannot sign token: {0}")]
     Signing(#[from] jsonwebtoken::errors::Error),
+}
+
+impl From<BudgetError> for LoginError {
+    fn from(err: BudgetError) -> Self {
+        match err {
+            BudgetError::Spent(wait) => Self::RateLimited(wait),
+            BudgetError::Store(err) => Self::Store(err),
+        }
+    }
 }
 
 /// Why a bearer token was refused.
@@ -103,7 +115,7 @@ pub struct AuthService {
     verified: VerifiedTokens,
     revocations: Arc<dyn RevocationStore>,
     events: Arc<dyn EventBus>,
-    failures: LoginRateLimiter,
+    failures: Arc<dyn LoginFailures>,
     successes: SuccessfulLogins,
 }
 
@@ -118,22 +130,25 @@ impl std::fmt::Debug for AuthService {
 }
 
 impl AuthService {
-    /// A service for `config`'s users, key and budgets, revoking into `revocations` and
-    /// announcing logins and logouts on `events`.
+    /// A service for `config`'s users, key and successful-login budget, revoking into
+    /// `revocations`, counting failures in `failures` and announcing logins and logouts on
+    /// `events`.
     pub fn new(
         config: &Config,
         revocations: Arc<dyn RevocationStore>,
+        failures: Arc<dyn LoginFailures>,
         events: Arc<dyn EventBus>,
     ) -> Self {
-        let per_minute = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+        let per_minute =
+            NonZeroU32::new(config.login_success_max_per_minute).unwrap_or(NonZeroU32::MIN);
         Self {
             users: UserDirectory::new(&config.auth_users),
             tokens: TokenCodec::new(&config.jwt_secret, config.jwt_ttl),
             verified: VerifiedTokens::new(config.token_cache_capacity),
             revocations,
             events,
-            failures: LoginRateLimiter::new(per_minute(config.login_max_per_minute)),
-            successes: SuccessfulLogins::new(per_minute(config.login_success_max_per_minute)),
+            failures,
+            successes: SuccessfulLogins::new(per_minute),
         }
     }
 
@@ -145,9 +160,9 @@ impl AuthService {
         username: &str,
         password: &str,
     ) -> Result<IssuedToken, LoginError> {
-        self.failures.check(client)?;
+        self.failures.check(client).await?;
         let Some(user) = self.users.authenticate(username, password) else {
-            self.failures.record_failure(client)?;
+            self.failures.record_failure(client).await?;
             return Err(LoginError::InvalidCredentials);
         };
         self.successes
@@ -269,6 +284,7 @@ mod tests {
     use super::*;
     use crate::events::MemoryEventBus;
     use jwt::LEEWAY_SECONDS;
+    use rate_limit::LoginRateLimiter;
 
     const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -281,6 +297,9 @@ mod tests {
             Arc::new(MemoryRevocations::new(
                 LEEWAY_SECONDS,
                 config.revocation_list_max,
+            )),
+            Arc::new(LoginRateLimiter::new(
+                NonZeroU32::new(config.login_max_per_minute).expect("non-zero"),
             )),
             Arc::new(MemoryEventBus::new(16)),
         )

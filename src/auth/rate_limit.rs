@@ -26,18 +26,67 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use dashmap::DashMap;
+use futures_util::future::{self, BoxFuture};
 use governor::clock::{Clock, MonotonicClock, Reference};
 use governor::middleware::{NoOpMiddleware, StateInformationMiddleware};
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
+
+use crate::store::StoreError;
 
 /// The client must wait this long before trying again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("too many failed logins; retry in {0:?}")]
 pub struct RetryAfter(pub Duration);
 
+/// Why the failed-login budget refused or could not answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BudgetError {
+    /// The client spent its budget.
+    #[error(transparent)]
+    Spent(#[from] RetryAfter),
+    /// The budget is kept in a store that did not answer: the login is refused (fails closed).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where the failed-login budgets live: in this process ([`LoginRateLimiter`]), or in a store
+/// shared by every instance, so N instances do not allow N times the budget.
+pub trait LoginFailures: Send + Sync {
+    /// Whether `client` may attempt a login now. Spends nothing.
+    fn check(&self, client: IpAddr) -> BoxFuture<'_, Result<(), BudgetError>>;
+
+    /// Spends one unit of `client`'s budget for a failed login; `Spent` when it was already
+    /// spent (concurrent attempts that all passed the check).
+    fn record_failure(&self, client: IpAddr) -> BoxFuture<'_, Result<(), BudgetError>>;
+
+    /// Forgets clients whose budget is full again; run periodically.
+    fn purge(&self);
+}
+
 type KeyedLimiter<C> =
     RateLimiter<IpAddr, DashMapStateStore<IpAddr>, C, StateInformationMiddleware>;
+
+impl<C: Clock + Clone + Send + Sync> LoginFailures for LoginRateLimiter<C>
+where
+    C::Instant: Send + Sync,
+{
+    fn check(&self, client: IpAddr) -> BoxFuture<'_, Result<(), BudgetError>> {
+        Box::pin(future::ready(
+            LoginRateLimiter::check(self, client).map_err(BudgetError::from),
+        ))
+    }
+
+    fn record_failure(&self, client: IpAddr) -> BoxFuture<'_, Result<(), BudgetError>> {
+        Box::pin(future::ready(
+            LoginRateLimiter::record_failure(self, client).map_err(BudgetError::from),
+        ))
+    }
+
+    fn purge(&self) {
+        LoginRateLimiter::purge(self);
+    }
+}
 
 /// Failed-login budgets for every client, plus the lockouts of clients that spent theirs.
 pub struct LoginRateLimiter<C: Clock = MonotonicClock> {
@@ -187,7 +236,7 @@ impl<C: Clock + Clone> SuccessfulLogins<C> {
 }
 
 /// The budget key of a client: its IPv4 address, or the /64 prefix of its IPv6 address.
-fn client_key(ip: IpAddr) -> IpAddr {
+pub fn client_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
             let prefix = u128::from(v6) & (u128::MAX << 64);

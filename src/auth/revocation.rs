@@ -82,13 +82,37 @@ pub trait RevocationStore: Send + Sync + 'static {
     fn capacity(&self) -> usize;
 }
 
+/// How long a revocation matters: until the token's `exp` plus the verification leeway, after
+/// which verification refuses the token anyway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiry {
+    /// Seconds a token outlives its `exp` at verification; entries are kept that much longer.
+    leeway: u64,
+}
+
+impl Expiry {
+    /// The rule for tokens verified with `leeway` seconds of tolerance.
+    pub const fn new(leeway: u64) -> Self {
+        Self { leeway }
+    }
+
+    /// Whether a token with this `exp` can still pass verification at `now`.
+    pub fn in_force(self, exp: u64, now: u64) -> bool {
+        exp.saturating_add(self.leeway) >= now
+    }
+
+    /// The oldest `exp` still in force at `now`: everything below it can be purged.
+    pub fn purge_before(self, now: u64) -> u64 {
+        now.saturating_sub(self.leeway)
+    }
+}
+
 /// The in-process index of revoked tokens, bounded by expiry and by a hard cap.
 #[derive(Debug)]
 pub struct RevocationIndex {
     /// `jti` -> token `exp`.
     entries: DashMap<Uuid, u64>,
-    /// Seconds a token outlives its `exp` at verification; entries are kept that much longer.
-    leeway: u64,
+    expiry: Expiry,
     capacity: usize,
     /// Revocations admitted but not yet in `entries` (being recorded). Also serializes
     /// admissions, so concurrent logouts cannot overshoot the cap.
@@ -116,7 +140,7 @@ impl RevocationIndex {
     pub fn new(leeway: u64, capacity: usize) -> Self {
         Self {
             entries: DashMap::new(),
-            leeway,
+            expiry: Expiry::new(leeway),
             capacity,
             pending: Mutex::new(0),
         }
@@ -141,12 +165,12 @@ impl RevocationIndex {
 
     /// Whether a token with this `exp` can still pass verification at `now`.
     pub fn in_force(&self, exp: u64, now: u64) -> bool {
-        exp.saturating_add(self.leeway) >= now
+        self.expiry.in_force(exp, now)
     }
 
     /// The oldest `exp` still in force at `now`: everything below it can be purged.
     pub fn purge_before(&self, now: u64) -> u64 {
-        now.saturating_sub(self.leeway)
+        self.expiry.purge_before(now)
     }
 
     /// Whether `jti` is revoked at `now`.

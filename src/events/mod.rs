@@ -26,7 +26,7 @@ use crate::clock;
 use crate::store::StoreError;
 
 pub use memory::{LIVE_BUFFER, MemoryEventBus};
-pub use notifier::{demo_notification, run_notifier};
+pub use notifier::{Alone, NotifierLease, demo_notification, run_notifier};
 pub use subscribers::{SubscriberLimit, SubscriberSlot};
 
 /// Severity shown to the client as the event's `type`.
@@ -122,7 +122,7 @@ impl NewEvent {
     pub fn to_json_without_id(&self) -> String {
         let mut json = String::with_capacity(self.members.len() + 48);
         json.push('{');
-        json.push_str(self.members_str());
+        json.push_str(self.members());
         push_timestamp(&mut json, &clock::now_rfc3339());
         json
     }
@@ -136,12 +136,14 @@ impl NewEvent {
         json.push_str("{\"id\":");
         json.push_str(id);
         json.push(',');
-        json.push_str(self.members_str());
+        json.push_str(self.members());
         push_timestamp(&mut json, timestamp);
         json.into()
     }
 
-    fn members_str(&self) -> &str {
+    /// The event's members as JSON text, without braces, id or timestamp: what a store that
+    /// numbers events itself wraps as `{"id":<id>,<members>,"timestamp":"<timestamp>"}`.
+    pub fn members(&self) -> &str {
         std::str::from_utf8(&self.members).expect("serde_json writes UTF-8")
     }
 }

@@ -3,14 +3,21 @@
 //! One task for the whole server (not one timer per connection, as the original had) publishes
 //! a notification every `NOTIFY_INTERVAL_MS`; the bus fans it out, so every subscriber sees the
 //! same event with the same id. The task ends when the server stops.
+//!
+//! When several instances share one event stream, only one of them may produce, or clients
+//! would see one notification per instance per interval: each tick, the producer first asks its
+//! [`NotifierLease`]. A server alone always holds it ([`Alone`]); a shared store grants it to one
+//! instance at a time, and to another when the holder stops renewing it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::{self, BoxFuture};
 use tokio::time::MissedTickBehavior;
 
 use super::{EventBus, Level, NewEvent};
 use crate::shutdown::Shutdown;
+use crate::store::StoreError;
 
 /// What the demo announces, in turn: one of each level.
 const MESSAGES: [(Level, &str); 4] = [
@@ -27,19 +34,52 @@ pub fn demo_notification(sequence: u64) -> NewEvent {
     NewEvent::notification(level, message)
 }
 
-/// Publishes a demo notification every `period` until `shutdown`; the first after one period.
-pub async fn run_notifier(bus: Arc<dyn EventBus>, period: Duration, shutdown: Shutdown) {
+/// The right to produce the notifications of a group of instances.
+pub trait NotifierLease: Send + Sync {
+    /// Whether this instance produces the next notification: takes the lease if it is free,
+    /// renews it if this instance holds it.
+    fn hold(&self) -> BoxFuture<'_, Result<bool, StoreError>>;
+}
+
+/// The lease of a server that shares its events with no one: always held.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Alone;
+
+impl NotifierLease for Alone {
+    fn hold(&self) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(future::ready(Ok(true)))
+    }
+}
+
+/// Publishes a demo notification every `period` while this instance holds `lease`, until
+/// `shutdown`; the first after one period.
+pub async fn run_notifier(
+    bus: Arc<dyn EventBus>,
+    lease: Arc<dyn NotifierLease>,
+    period: Duration,
+    shutdown: Shutdown,
+) {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     // After a stall, carry on at the normal pace instead of publishing a burst.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    for sequence in 0u64.. {
+    let mut sequence = 0u64;
+    loop {
         tokio::select! {
             _ = ticker.tick() => {}
             () = shutdown.wait() => return,
         }
+        match lease.hold().await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(err) => {
+                tracing::warn!(%err, "the notification lease could not be checked");
+                continue;
+            }
+        }
         if let Err(err) = bus.publish(demo_notification(sequence)).await {
             tracing::warn!(%err, "a notification could not be published");
         }
+        sequence += 1;
     }
 }
 
@@ -80,6 +120,7 @@ mod tests {
         let mut live = bus.subscribe_now(None).live;
         let task = tokio::spawn(run_notifier(
             bus.clone(),
+            Arc::new(Alone),
             Duration::from_millis(1),
             shutdown.clone(),
         ));

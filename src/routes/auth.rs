@@ -148,7 +148,7 @@ async fn login(
         Err(LoginError::InvalidCredentials) => "invalid_credentials",
         Err(LoginError::RateLimited(_)) => "rate_limited",
         Err(LoginError::TooManyLogins(_)) => "too_many_logins",
-        Err(LoginError::Signing(_)) => "error",
+        Err(LoginError::Signing(_) | LoginError::Store(_)) => "error",
     };
     state
         .metrics
@@ -172,6 +172,7 @@ async fn login(
             }
         }
         LoginError::Signing(err) => ApiError::Internal(err.to_string()),
+        LoginError::Store(err) => ApiError::Store(err),
     })?;
     tracing::info!(username = %issued.claims.username, "login succeeded");
     Ok(Json(LoginResponse {

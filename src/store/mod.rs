@@ -15,6 +15,7 @@
 //! `503 store_unavailable` and `Retry-After`, and an operation that failed changed nothing.
 
 pub mod embedded;
+pub mod redis;
 
 use std::fmt;
 use std::sync::Arc;
@@ -22,10 +23,13 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
+use std::num::NonZeroU32;
+
 use crate::auth::jwt::LEEWAY_SECONDS;
+use crate::auth::rate_limit::{LoginFailures, LoginRateLimiter};
 use crate::auth::{MemoryRevocations, RevocationStore};
 use crate::config::Config;
-use crate::events::{EventBus, MemoryEventBus};
+use crate::events::{Alone, EventBus, MemoryEventBus, NotifierLease};
 use crate::metrics::Metrics;
 use crate::queue::{MemoryQueue, QueueStore};
 
@@ -39,6 +43,8 @@ pub enum StoreKind {
     Memory,
     /// SQLite in `DATA_DIR`: what was acknowledged survives a crash of the process.
     Embedded,
+    /// Redis at `REDIS_URL`, shared by every instance with the same `REDIS_PREFIX`.
+    Redis,
 }
 
 impl StoreKind {
@@ -47,6 +53,7 @@ impl StoreKind {
         match self {
             Self::Memory => "memory",
             Self::Embedded => "embedded",
+            Self::Redis => "redis",
         }
     }
 }
@@ -55,10 +62,10 @@ impl std::str::FromStr for StoreKind {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [Self::Memory, Self::Embedded]
+        [Self::Memory, Self::Embedded, Self::Redis]
             .into_iter()
             .find(|kind| kind.as_str() == s)
-            .ok_or_else(|| format!("unknown store {s:?}; expected `embedded` or `memory`"))
+            .ok_or_else(|| format!("unknown store {s:?}; expected `embedded`, `memory` or `redis`"))
     }
 }
 
@@ -92,6 +99,10 @@ pub struct Stores {
     pub revocations: Arc<dyn RevocationStore>,
     /// The event stream behind `/notifications`.
     pub events: Arc<dyn EventBus>,
+    /// Which instance produces the periodic notifications.
+    pub notifier: Arc<dyn NotifierLease>,
+    /// The failed-login budgets.
+    pub login_failures: Arc<dyn LoginFailures>,
     /// Readiness and closing.
     pub health: Arc<dyn StoreHealth>,
 }
@@ -102,12 +113,20 @@ impl fmt::Debug for Stores {
     }
 }
 
+/// Why the stores could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The embedded store's file or directory.
+    #[error(transparent)]
+    Embedded(#[from] embedded::database::OpenError),
+    /// The Redis store's settings.
+    #[error("cannot use REDIS_URL: {0}")]
+    Redis(StoreError),
+}
+
 /// Opens the stores `config.store` names. The memory store says in the log that it keeps
 /// nothing.
-pub async fn open(
-    config: &Config,
-    metrics: &Metrics,
-) -> Result<Stores, embedded::database::OpenError> {
+pub async fn open(config: &Config, metrics: &Metrics) -> Result<Stores, OpenError> {
     match config.store {
         StoreKind::Memory => {
             tracing::warn!(
@@ -116,7 +135,8 @@ pub async fn open(
             );
             Ok(memory(config))
         }
-        StoreKind::Embedded => embedded::open(config, metrics).await,
+        StoreKind::Embedded => Ok(embedded::open(config, metrics).await?),
+        StoreKind::Redis => redis::open(config, metrics).map_err(OpenError::Redis),
     }
 }
 
@@ -128,9 +148,22 @@ pub fn memory(config: &Config) -> Stores {
             LEEWAY_SECONDS,
             config.revocation_list_max,
         )),
-        events: Arc::new(MemoryEventBus::new(config.sse_replay_buffer)),
+        events: local_events(config),
+        notifier: Arc::new(Alone),
+        login_failures: local_login_failures(config),
         health: Arc::new(InProcess),
     }
+}
+
+/// The event bus of a server that shares its events with no other instance.
+pub fn local_events(config: &Config) -> Arc<dyn EventBus> {
+    Arc::new(MemoryEventBus::new(config.sse_replay_buffer))
+}
+
+/// The failed-login budgets of a server that shares them with no other instance.
+pub fn local_login_failures(config: &Config) -> Arc<dyn LoginFailures> {
+    let budget = NonZeroU32::new(config.login_max_per_minute).unwrap_or(NonZeroU32::MIN);
+    Arc::new(LoginRateLimiter::new(budget))
 }
 
 /// The health of stores that live in this process: always answering, nothing to close.

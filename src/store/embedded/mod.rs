@@ -29,12 +29,12 @@ use crate::auth::{
     Revocation, RevocationIndex, RevocationStore, RevokeError, RevokedToken, unix_now,
 };
 use crate::config::Config;
-use crate::events::MemoryEventBus;
+use crate::events::Alone;
 use crate::metrics::Metrics;
 use crate::queue::{
     Dequeued, Enqueued, Entry, QueueError, QueueStatus, QueueStore, QueuedTask, TaskHeap,
 };
-use crate::store::{StoreError, StoreHealth, Stores};
+use crate::store::{self, StoreError, StoreHealth, Stores};
 use database::{Database, MAKE_IT_WRITABLE, OpenError};
 use journal::{Journal, Record};
 
@@ -126,7 +126,9 @@ pub async fn open_with<R: Record>(
             index,
             journal: journal.clone(),
         }),
-        events: Arc::new(MemoryEventBus::new(config.sse_replay_buffer)),
+        events: store::local_events(config),
+        notifier: Arc::new(Alone),
+        login_failures: store::local_login_failures(config),
         health: Arc::new(EmbeddedHealth { journal }),
     })
 }

@@ -1,0 +1,95 @@
+//! The failed-login budget per client, shared by every instance: N instances allow the budget
+//! once, not N times.
+//!
+//! The budget is the same GCRA as the in-process one (`LOGIN_MAX_PER_MINUTE` failures in a
+//! burst, one back every `60 s / budget`), kept as one key per client holding its theoretical
+//! arrival time, in milliseconds of the Redis server's clock (so instances' clocks never
+//! disagree). The key expires when the budget is full again.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use redis::Script;
+
+use super::Redis;
+use crate::auth::rate_limit::{BudgetError, LoginFailures, RetryAfter, client_key};
+
+/// KEYS: the client's budget. ARGV: interval between units in ms, burst, `check` or `spend`.
+/// Returns 0 when allowed (and spent, for `spend`), or the milliseconds to wait.
+const BUDGET: &str = r"
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then
+  tat = now
+end
+local wait = tat - now - (tonumber(ARGV[2]) - 1) * interval
+if wait > 0 then
+  return wait
+end
+if ARGV[3] == 'spend' then
+  local next_tat = tat + interval
+  redis.call('SET', KEYS[1], string.format('%d', next_tat), 'PX', string.format('%d', next_tat - now))
+end
+return 0
+";
+
+/// Failed-login budgets kept in Redis.
+pub struct RedisLoginFailures {
+    redis: Redis,
+    /// Milliseconds for one unit to come back.
+    interval_ms: u64,
+    burst: u32,
+    script: Script,
+}
+
+impl RedisLoginFailures {
+    pub(super) fn new(redis: Redis, per_minute: u32) -> Self {
+        let burst = per_minute.max(1);
+        Self {
+            redis,
+            interval_ms: 60_000 / u64::from(burst),
+            burst,
+            script: Script::new(BUDGET),
+        }
+    }
+
+    async fn ask(&self, client: IpAddr, mode: &'static str) -> Result<(), BudgetError> {
+        let key = format!("{}{}", self.redis.keys.login_failures, client_key(client));
+        let wait_ms: u64 = self
+            .redis
+            .run(|mut connection| async move {
+                self.script
+                    .key(key)
+                    .arg(self.interval_ms)
+                    .arg(self.burst)
+                    .arg(mode)
+                    .invoke_async(&mut connection)
+                    .await
+            })
+            .await?;
+        if wait_ms == 0 {
+            Ok(())
+        } else {
+            Err(BudgetError::Spent(RetryAfter(Duration::from_millis(
+                wait_ms,
+            ))))
+        }
+    }
+}
+
+impl LoginFailures for RedisLoginFailures {
+    fn check(&self, client: IpAddr) -> BoxFuture<'_, Result<(), BudgetError>> {
+        Box::pin(self.ask(client, "check"))
+    }
+
+    fn record_failure(&self, client: IpAddr) -> BoxFuture<'_, Result<(), BudgetError>> {
+        Box::pin(self.ask(client, "spend"))
+    }
+
+    fn purge(&self) {
+        // Each client's key expires by itself once its budget is full again.
+    }
+}

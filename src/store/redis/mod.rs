@@ -1,0 +1,196 @@
+//! `STORE=redis`: the state of every instance that uses the same `REDIS_URL` and
+//! `REDIS_PREFIX`, so that several instances behind a load balancer behave as one server.
+//!
+//! - [`queue`]: one priority queue, a sorted set scored by priority whose members sort by
+//!   arrival within a score; each change is one server-side script (atomic, one round trip);
+//! - [`revocations`]: a sorted set of revoked token ids scored by expiry; a check is one
+//!   `ZSCORE`;
+//! - [`events`]: global event ids, a capped stream for replay, and one subscription per
+//!   instance fanned out to its local clients;
+//! - [`lease`]: which instance produces the periodic notifications;
+//! - [`login`]: the failed-login budget per client, shared by every instance.
+//!
+//! Every key starts with the hash tag `{REDIS_PREFIX}:`, so one deployment's keys live in one
+//! Redis Cluster slot and the scripts that touch several of them stay valid there.
+//!
+//! Commands go through one multiplexed connection (`ConnectionManager`, which reconnects by
+//! itself), never a connection per request; only the event subscription has a connection of its
+//! own, as pub/sub requires. Each operation has [`TIMEOUT`] to complete, reconnection included:
+//! while Redis is unreachable a request is answered `503 store_unavailable` within about a
+//! second instead of hanging, and authentication fails closed.
+
+mod events;
+mod lease;
+mod login;
+mod queue;
+mod revocations;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use metrics::Counter;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, RedisResult};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::store::{StoreError, StoreHealth, Stores};
+
+/// Longest a store operation may take, reconnection included, before it is answered as a store
+/// failure.
+pub const TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long one connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The names of one deployment's keys.
+#[derive(Debug)]
+struct Keys {
+    /// Sorted set: the queue.
+    queue: String,
+    /// Counter: the queue's arrival numbers.
+    queue_arrivals: String,
+    /// Sorted set: revoked token ids scored by `exp`.
+    revoked: String,
+    /// Counter: the last event id.
+    event_ids: String,
+    /// Stream: the events retained for replay.
+    events: String,
+    /// Pub/sub channel: every event, as `<id> <data>`.
+    event_channel: String,
+    /// String with expiry: the instance producing notifications.
+    notifier: String,
+    /// Prefix of the failed-login budgets, one key per client.
+    login_failures: String,
+}
+
+impl Keys {
+    fn new(prefix: &str) -> Self {
+        let key = |name: &str| format!("{{{prefix}}}:{name}");
+        Self {
+            queue: key("queue"),
+            queue_arrivals: key("queue:arrivals"),
+            revoked: key("revoked"),
+            event_ids: key("events:ids"),
+            events: key("events"),
+            event_channel: key("events:channel"),
+            notifier: key("notifier"),
+            login_failures: key("login-failures:"),
+        }
+    }
+}
+
+/// The connection shared by this instance's Redis stores. Cheap to clone.
+#[derive(Clone)]
+struct Redis {
+    client: Client,
+    connection: ConnectionManager,
+    keys: Arc<Keys>,
+    errors: Counter,
+}
+
+impl Redis {
+    /// A lazily connected handle: the server starts even while Redis is down, and reports
+    /// itself not ready until it answers.
+    fn new(config: &Config, metrics: &Metrics) -> Result<Self, StoreError> {
+        let url = config
+            .redis_url
+            .as_ref()
+            .ok_or_else(|| StoreError::new("REDIS_URL is not set"))?;
+        let client = Client::open(url.as_str()).map_err(StoreError::new)?;
+        let settings = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(TIMEOUT))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(CONNECT_TIMEOUT);
+        let connection = ConnectionManager::new_lazy_with_config(client.clone(), settings)
+            .map_err(StoreError::new)?;
+        Ok(Self {
+            client,
+            connection,
+            keys: Arc::new(Keys::new(&config.redis_prefix)),
+            errors: metrics.counter("store_errors_total", &[("store", "redis")]),
+        })
+    }
+
+    /// Runs `operation` on the shared connection within [`TIMEOUT`].
+    async fn run<T, F, Fut>(&self, operation: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let outcome = tokio::time::timeout(TIMEOUT, operation(self.connection.clone())).await;
+        let error = match outcome {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(err)) => StoreError::new(format_args!("redis: {err}")),
+            Err(_) => StoreError::new(format_args!("redis: no answer within {TIMEOUT:?}")),
+        };
+        self.errors.increment(1);
+        Err(error)
+    }
+}
+
+/// Opens the Redis stores of `config`. Nothing is sent to Redis yet: the connection is made on
+/// first use, so an instance starts (and says it is not ready) while Redis is down.
+pub fn open(config: &Config, metrics: &Metrics) -> Result<Stores, StoreError> {
+    let redis = Redis::new(config, metrics)?;
+    let stop = CancellationToken::new();
+    let lease = Arc::new(lease::RedisLease::new(
+        redis.clone(),
+        config.notify_interval,
+    ));
+    tracing::info!(
+        prefix = %config.redis_prefix,
+        url = ?config.redis_url,
+        "redis store: state shared with every instance using this URL and prefix"
+    );
+    Ok(Stores {
+        queue: Arc::new(queue::RedisQueue::new(redis.clone(), config.queue_capacity)),
+        revocations: Arc::new(revocations::RedisRevocations::new(
+            redis.clone(),
+            config.revocation_list_max,
+        )),
+        events: Arc::new(events::RedisEventBus::start(
+            redis.clone(),
+            config.sse_replay_buffer,
+            metrics,
+            stop.clone(),
+        )),
+        notifier: lease.clone(),
+        login_failures: Arc::new(login::RedisLoginFailures::new(
+            redis.clone(),
+            config.login_max_per_minute,
+        )),
+        health: Arc::new(RedisHealth { redis, lease, stop }),
+    })
+}
+
+/// Readiness and closing of the Redis stores.
+struct RedisHealth {
+    redis: Redis,
+    lease: Arc<lease::RedisLease>,
+    stop: CancellationToken,
+}
+
+impl StoreHealth for RedisHealth {
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.redis.run(|mut connection| async move {
+            redis::cmd("PING")
+                .query_async::<String>(&mut connection)
+                .await
+                .map(drop)
+        }))
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.stop.cancel();
+            // Another instance takes over the notifications at its next tick, not a lease later.
+            self.lease.release().await;
+        })
+    }
+}
