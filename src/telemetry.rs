@@ -1,10 +1,11 @@
 //! Logs and runtime health: the tracing subscriber and the async-runtime lag probe.
 //!
-//! Logs are pretty in development and one JSON object per line with `LOG_FORMAT=json`; `RUST_LOG`
-//! filters them. The lag probe is the Rust counterpart of Node's event-loop delay: a task that
+//! Logs are human-readable by default (coloured only when written to a terminal) and one JSON
+//! object per line with `LOG_FORMAT=json`; `RUST_LOG` filters them. The lag probe is the Rust counterpart of Node's event-loop delay: a task that
 //! asks to wake at a fixed period and records how late it actually woke. When something blocks a
 //! runtime thread, every task on it wakes late, and this figure shows it in `/metrics`.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use tokio::time::{Instant, MissedTickBehavior};
@@ -35,7 +36,10 @@ pub fn init(format: LogFormat) -> Result<(), ConfigError> {
     };
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
-        LogFormat::Pretty => registry.with(tracing_subscriber::fmt::layer()).try_init(),
+        // Colours only for a terminal: a log redirected to a file or a collector stays plain.
+        LogFormat::Pretty => registry
+            .with(tracing_subscriber::fmt::layer().with_ansi(std::io::stdout().is_terminal()))
+            .try_init(),
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
