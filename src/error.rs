@@ -59,7 +59,18 @@ pub enum ApiError {
         /// Human explanation, including the allowed range.
         message: String,
     },
-    /// A 400 with a message fixed by the contract (e.g. `"Task is required"`).
+    /// A required field is missing (or `null`): a 400 with the contract's code and message,
+    /// naming the field like every other field error.
+    #[error("{message}")]
+    MissingField {
+        /// Machine-readable code, e.g. `task_required`.
+        code: &'static str,
+        /// The missing field.
+        field: &'static str,
+        /// Human message fixed by the contract (e.g. `"Task is required"`).
+        message: &'static str,
+    },
+    /// A 400 with a message fixed by the contract.
     #[error("{message}")]
     BadRequest {
         /// Machine-readable code.
@@ -131,7 +142,8 @@ pub struct ErrorBody {
     /// Machine-readable snake_case code, e.g. `invalid_input`, `token_required`, `queue_full`.
     #[schema(example = "queue_empty")]
     pub code: &'static str,
-    /// The offending field or parameter, as the client spelled it (`invalid_input` only).
+    /// The offending field or parameter, as the client spelled it (every error about one field:
+    /// `invalid_input`, and the `*_required` codes).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub field: Option<String>,
@@ -155,9 +167,10 @@ impl ApiError {
         match self {
             Self::RouteNotFound | Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Self::InvalidJson(_) | Self::InvalidInput { .. } | Self::BadRequest { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::InvalidJson(_)
+            | Self::InvalidInput { .. }
+            | Self::MissingField { .. }
+            | Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized(_) | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
@@ -178,6 +191,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::InvalidInput { .. } => "invalid_input",
             Self::BadRequest { code, .. }
+            | Self::MissingField { code, .. }
             | Self::Unavailable { code, .. }
             | Self::NotFound { code, .. } => code,
             Self::Unauthorized(AuthFailure::MissingToken) => "token_required",
@@ -232,6 +246,7 @@ impl IntoResponse for ApiError {
             code: self.code(),
             field: match &self {
                 Self::InvalidInput { field, .. } => Some(field.clone()),
+                Self::MissingField { field, .. } => Some((*field).to_owned()),
                 _ => None,
             },
             retry_after_seconds: retry_after,

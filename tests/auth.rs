@@ -204,21 +204,22 @@ async fn configured_users_replace_the_demo_users() {
 async fn missing_username_or_password_is_a_400() {
     let app = spawn(&[]).await;
     let bodies = [
-        json!({}),
-        json!({"username": "admin"}),
-        json!({"password": "admin123"}),
-        json!({"username": "", "password": "admin123"}),
-        json!({"username": "admin", "password": ""}),
-        json!({"username": 1, "password": "admin123"}),
-        json!({"username": "admin", "password": null}),
-        json!(["admin", "admin123"]),
-        json!("admin"),
-        json!(null),
+        (json!({}), "username"),
+        (json!({"username": "admin"}), "password"),
+        (json!({"password": "admin123"}), "username"),
+        (json!({"username": "", "password": "admin123"}), "username"),
+        (json!({"username": "admin", "password": ""}), "password"),
+        (json!({"username": 1, "password": "admin123"}), "username"),
+        (json!({"username": "admin", "password": null}), "password"),
+        (json!(["admin", "admin123"]), "username"),
+        (json!("admin"), "username"),
+        (json!(null), "username"),
     ];
-    for body in bodies {
+    for (body, field) in bodies {
         let response = app.post_json("/login", &body).await;
         let error = error_body(response, 400, "missing_credentials").await;
         assert_eq!(error["error"], "Username and password required", "{body}");
+        assert_eq!(error["field"], field, "the first missing field: {body}");
     }
 }
 

@@ -171,6 +171,7 @@ async fn missing_fields_get_the_contract_messages() {
     ] {
         let error = error_body(app.post_json("/enqueue", &body).await, 400, "task_required").await;
         assert_eq!(error["error"], "Task is required", "{body}");
+        assert_eq!(error["field"], "task", "{body}");
     }
     for body in [json!({"task": "t"}), json!({"task": "t", "priority": null})] {
         let error = error_body(
@@ -180,6 +181,7 @@ async fn missing_fields_get_the_contract_messages() {
         )
         .await;
         assert_eq!(error["error"], "Priority is required (number)", "{body}");
+        assert_eq!(error["field"], "priority", "{body}");
     }
 }
 
@@ -259,7 +261,7 @@ async fn a_fractional_or_out_of_range_priority_names_the_range() {
         assert_eq!(error["field"], "priority");
         let message = error["error"].as_str().expect("message");
         assert!(
-            message.contains("integer between -9007199254740992 and 9007199254740992"),
+            message.starts_with("Priority must be an integer between -2^53 and 2^53 (got "),
             "{message}"
         );
     }

@@ -24,7 +24,7 @@ pub struct TaskText(Arc<str>);
 
 /// Why a task description was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("task must be a string of 1 to {MAX_TASK_CHARS} characters (got {chars} characters)")]
+#[error("Task must be a string of 1 to {MAX_TASK_CHARS} characters (got {chars} characters)")]
 pub struct InvalidTaskText {
     /// Length of the refused text, in characters.
     pub chars: usize,
@@ -75,11 +75,7 @@ pub struct Priority(i64);
 
 /// Why a priority was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error(
-    "priority must be an integer between {} and {} (got {got})",
-    Priority::MIN,
-    Priority::MAX
-)]
+#[error("Priority must be an integer between -2^53 and 2^53 (got {got})")]
 pub struct InvalidPriority {
     /// The refused value, as written by the client.
     pub got: String,
@@ -221,7 +217,7 @@ mod tests {
             let err = Priority::from_f64(bad).unwrap_err();
             assert!(
                 err.to_string()
-                    .contains("between -9007199254740992 and 9007199254740992")
+                    .starts_with("Priority must be an integer between -2^53 and 2^53")
             );
         }
     }

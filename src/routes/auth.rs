@@ -134,14 +134,13 @@ async fn login(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<LoginResponse>, ApiError> {
-    let (Some(username), Some(password)) =
-        (non_empty(&body, "username"), non_empty(&body, "password"))
-    else {
-        return Err(ApiError::BadRequest {
-            code: "missing_credentials",
-            message: "Username and password required",
-        });
+    let missing = |field| ApiError::MissingField {
+        code: "missing_credentials",
+        field,
+        message: "Username and password required",
     };
+    let username = non_empty(&body, "username").ok_or_else(|| missing("username"))?;
+    let password = non_empty(&body, "password").ok_or_else(|| missing("password"))?;
     let outcome = state.auth.login(peer.ip(), username, password).await;
     let label = match &outcome {
         Ok(_) => "success",

@@ -358,8 +358,9 @@ fn parse_enqueue(body: EnqueueBody) -> Result<(TaskText, Priority), ApiError> {
 /// `null` counts as missing, as it does for most JSON APIs.
 fn parse_task(value: Option<Loose>) -> Result<TaskText, ApiError> {
     match value {
-        None | Some(Loose::Null) => Err(ApiError::BadRequest {
+        None | Some(Loose::Null) => Err(ApiError::MissingField {
             code: "task_required",
+            field: "task",
             message: "Task is required",
         }),
         Some(Loose::String(text)) => {
@@ -373,15 +374,16 @@ fn parse_task(value: Option<Loose>) -> Result<TaskText, ApiError> {
 fn wrong_task_type(kind: &str) -> ApiError {
     ApiError::invalid_input(
         "task",
-        format!("task must be a string of 1 to {MAX_TASK_CHARS} characters (got {kind})"),
+        format!("Task must be a string of 1 to {MAX_TASK_CHARS} characters (got {kind})"),
     )
 }
 
 /// `null` counts as missing; any other non-number is "not a number".
 fn parse_priority(value: Option<Loose>) -> Result<Priority, ApiError> {
     match value {
-        None | Some(Loose::Null) => Err(ApiError::BadRequest {
+        None | Some(Loose::Null) => Err(ApiError::MissingField {
             code: "priority_required",
+            field: "priority",
             message: "Priority is required (number)",
         }),
         Some(Loose::Number(number)) => priority_from_number(&number)
@@ -462,7 +464,7 @@ mod tests {
             let (field, message) = field_error(json!({"task": "t", "priority": priority}));
             assert_eq!(field, "priority");
             assert!(
-                message.contains("between -9007199254740992 and 9007199254740992"),
+                message.starts_with("Priority must be an integer between -2^53 and 2^53"),
                 "{message}"
             );
         }
