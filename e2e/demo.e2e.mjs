@@ -215,6 +215,11 @@ try {
     assert.equal(await page.$eval('#stream-progress', (bar) => bar.value), 600);
   });
 
+  await step('the Fibonacci input allows the smaller of the two routes\' maxima', async () => {
+    // CHILD_MAX_N and WORKER_MAX_N are 45 and 50 by default: the child route refuses past 45.
+    await page.waitForFunction(() => document.getElementById('heavy-n').max === '45');
+  });
+
   await step('child process and worker pool run side by side into the chart, on both pools', async () => {
     const runs = [[heavyN, 'rayon'], [heavyN + 3, 'blocking']];
     for (const [n, pool] of runs) {

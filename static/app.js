@@ -483,6 +483,22 @@ function setStreamRunning(running) {
 
 // ---------------------------------------------------------------- start
 
+/**
+ * Both heavy routes run side by side, so the input allows the smaller of their configured
+ * maxima (CHILD_MAX_N, WORKER_MAX_N), read from the OpenAPI document the server generates.
+ */
+async function applyLimits() {
+  try {
+    const doc = await api('/openapi.json');
+    const maximum = (path) =>
+      doc.paths?.[path]?.get?.parameters?.find((p) => p.name === 'n')?.schema?.maximum;
+    const limits = [maximum('/heavy-task-child'), maximum('/heavy-task-worker')];
+    if (limits.every(Number.isInteger)) $('heavy-n').max = String(Math.min(...limits));
+  } catch {
+    // The page's own default stays: the server answers 400 past its maximum anyway.
+  }
+}
+
 async function showVersion() {
   try {
     const health = await api('/health');
@@ -498,4 +514,5 @@ setUpQueue();
 setUpHeavy();
 setUpStream();
 showVersion();
+applyLimits();
 document.body.dataset.ready = 'true';
