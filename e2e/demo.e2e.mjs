@@ -216,8 +216,8 @@ try {
   });
 
   await step('the Fibonacci input allows the smaller of the two routes\' maxima', async () => {
-    // CHILD_MAX_N and WORKER_MAX_N are 45 and 50 by default: the child route refuses past 45.
-    await page.waitForFunction(() => document.getElementById('heavy-n').max === '45');
+    // run.sh sets CHILD_MAX_N=44 and WORKER_MAX_N=48: the page's own default (45) must give way.
+    await page.waitForFunction(() => document.getElementById('heavy-n').max === '44');
   });
 
   await step('child process and worker pool run side by side into the chart, on both pools', async () => {

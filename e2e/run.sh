@@ -63,6 +63,7 @@ echo "== e2e: starting the server on $url (log: $server_log)"
   exec env HOST=127.0.0.1 PORT="$port" APP_ENV=development \
     AUTH_USERS="admin:admin123,user:user123" DATA_DIR="$scratch/data" \
     NOTIFY_INTERVAL_MS=200 SHUTDOWN_TIMEOUT_SECONDS=5 LOG_FORMAT=json \
+    CHILD_MAX_N=44 WORKER_MAX_N=48 \
     RUST_LOG="${RUST_LOG:-backflow=info,tower_http=warn}" "$binary"
 ) >"$server_log" 2>&1 &
 server_pid=$!
