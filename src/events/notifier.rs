@@ -113,6 +113,31 @@ mod tests {
         );
     }
 
+    /// A lease held by someone else.
+    struct Elsewhere;
+
+    impl NotifierLease for Elsewhere {
+        fn hold(&self) -> BoxFuture<'_, Result<bool, StoreError>> {
+            Box::pin(future::ready(Ok(false)))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_instance_without_the_lease_publishes_nothing() {
+        let bus = Arc::new(MemoryEventBus::new(16));
+        let shutdown = Shutdown::new();
+        let task = tokio::spawn(run_notifier(
+            bus.clone(),
+            Arc::new(Elsewhere),
+            Duration::from_millis(1),
+            shutdown.clone(),
+        ));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        shutdown.trigger();
+        task.await.expect("the notifier ends without panicking");
+        assert_eq!(bus.last_id(), 0);
+    }
+
     #[tokio::test]
     async fn publishes_each_period_and_stops_on_shutdown() {
         let bus = Arc::new(MemoryEventBus::new(16));
