@@ -57,7 +57,7 @@ impl RedisLoginFailures {
     }
 
     async fn ask(&self, client: IpAddr, mode: &'static str) -> Result<(), BudgetError> {
-        let key = format!("{}{}", self.redis.keys.login_failures, client_key(client));
+        let key = self.redis.keys.login_failures_of(client_key(client));
         let wait_ms: u64 = self
             .redis
             .run(|mut connection| async move {

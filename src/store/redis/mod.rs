@@ -10,8 +10,8 @@
 //! - [`lease`]: which instance produces the periodic notifications;
 //! - [`login`]: the failed-login budget per client, shared by every instance.
 //!
-//! Every key starts with the hash tag `{REDIS_PREFIX}:`, so one deployment's keys live in one
-//! Redis Cluster slot and the scripts that touch several of them stay valid there.
+//! Every key starts with `REDIS_PREFIX` inside a hash tag per structure (see [`Keys`]), so
+//! several deployments share one Redis and every script stays valid in a Redis Cluster.
 //!
 //! Commands go through one multiplexed connection (`ConnectionManager`, which reconnects by
 //! itself), never a connection per request; only the event subscription has a connection of its
@@ -47,6 +47,10 @@ pub const TIMEOUT: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The names of one deployment's keys.
+///
+/// Each structure has its own hash tag (`{<prefix>:queue}`, ...): every script touches the keys
+/// of one structure only, so in a Redis Cluster each structure stays whole on one shard while
+/// the structures (and the per-client budgets) spread over the shards.
 #[derive(Debug)]
 struct Keys {
     /// Sorted set: the queue.
@@ -63,23 +67,27 @@ struct Keys {
     event_channel: String,
     /// String with expiry: the instance producing notifications.
     notifier: String,
-    /// Prefix of the failed-login budgets, one key per client.
+    /// The failed-login budgets: this, then the client's address, then `}`.
     login_failures: String,
 }
 
 impl Keys {
     fn new(prefix: &str) -> Self {
-        let key = |name: &str| format!("{{{prefix}}}:{name}");
         Self {
-            queue: key("queue"),
-            queue_arrivals: key("queue:arrivals"),
-            revoked: key("revoked"),
-            event_ids: key("events:ids"),
-            events: key("events"),
-            event_channel: key("events:channel"),
-            notifier: key("notifier"),
-            login_failures: key("login-failures:"),
+            queue: format!("{{{prefix}:queue}}"),
+            queue_arrivals: format!("{{{prefix}:queue}}:arrivals"),
+            revoked: format!("{{{prefix}:revoked}}"),
+            event_ids: format!("{{{prefix}:events}}:ids"),
+            events: format!("{{{prefix}:events}}"),
+            event_channel: format!("{prefix}:events"),
+            notifier: format!("{{{prefix}:notifier}}"),
+            login_failures: format!("{{{prefix}:login:"),
         }
+    }
+
+    /// The failed-login budget of one client (its own hash tag: budgets spread over shards).
+    fn login_failures_of(&self, client: impl std::fmt::Display) -> String {
+        format!("{}{client}}}", self.login_failures)
     }
 }
 
@@ -192,5 +200,24 @@ impl StoreHealth for RedisHealth {
             // Another instance takes over the notifications at its next tick, not a lease later.
             self.lease.release().await;
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_structure_has_its_own_hash_tag_under_the_prefix() {
+        let keys = Keys::new("shop");
+        let tag = |key: &str| key[key.find('{').unwrap() + 1..key.find('}').unwrap()].to_owned();
+        assert_eq!(tag(&keys.queue), tag(&keys.queue_arrivals));
+        assert_eq!(tag(&keys.events), tag(&keys.event_ids));
+        assert_ne!(tag(&keys.queue), tag(&keys.events));
+        assert_eq!(
+            keys.login_failures_of("192.0.2.1"),
+            "{shop:login:192.0.2.1}"
+        );
+        assert!(keys.revoked.starts_with("{shop:"));
     }
 }
