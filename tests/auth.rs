@@ -3,12 +3,13 @@
 
 mod common;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::{
-    TestApp, error_body, live_events, next_app_event, spawn_app_with, spawn_config, test_config,
+    TestApp, error_body, eventually, live_events, next_app_event, spawn_app_with, spawn_config,
+    test_config,
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -112,22 +113,6 @@ fn sign(algorithm: Algorithm, secret: &str, claims: &Value) -> String {
         &EncodingKey::from_secret(secret.as_bytes()),
     )
     .expect("signed")
-}
-
-/// Polls `/metrics` until `auth_revoked_tokens` equals `expected` (10 s at most).
-async fn wait_for_revoked_gauge(app: &TestApp, expected: f64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let value = app.metric_value("auth_revoked_tokens", &[]).await;
-        if value == Some(expected) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "auth_revoked_tokens stayed at {value:?}, expected {expected}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]
@@ -400,7 +385,10 @@ async fn revocations_are_forgotten_once_the_token_expires() {
         Some(1.0)
     );
 
-    wait_for_revoked_gauge(&app, 0.0).await;
+    eventually("the expired revocation is forgotten", || async {
+        app.metric_value("auth_revoked_tokens", &[]).await == Some(0.0)
+    })
+    .await;
     // Forgotten, yet still refused: it is expired now.
     assert_invalid_token(protected(&app, &token).await).await;
 }
@@ -597,13 +585,12 @@ async fn concurrent_verifies_and_logouts_stay_consistent() {
 async fn malformed_json_login_is_a_400() {
     let app = spawn(&[]).await;
     let response = app
-        .client
-        .post(app.url("/login"))
-        .header("content-type", "application/json")
-        .body(r#"{"username": "admin", "password": "#)
-        .send()
-        .await
-        .expect("sent");
+        .post_raw(
+            "/login",
+            Some("application/json"),
+            r#"{"username": "admin", "password": "#,
+        )
+        .await;
     error_body(response, 400, "invalid_json").await;
 }
 
@@ -615,14 +602,8 @@ async fn login_without_json_content_type_is_a_415() {
         Some("text/plain"),
         Some("application/x-www-form-urlencoded"),
     ] {
-        let mut request = app
-            .client
-            .post(app.url("/login"))
-            .body(r#"{"username":"admin","password":"admin123"}"#);
-        if let Some(value) = content_type {
-            request = request.header("content-type", value);
-        }
-        let response = request.send().await.expect("sent");
+        let body = r#"{"username":"admin","password":"admin123"}"#;
+        let response = app.post_raw("/login", content_type, body).await;
         error_body(response, 415, "unsupported_media_type").await;
     }
 }

@@ -8,23 +8,10 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{TestApp, error_body, spawn_app, spawn_app_with, spawn_config, test_config};
+use common::{
+    TestApp, error_body, eventually, spawn_app, spawn_app_with, spawn_config, test_config,
+};
 use serde_json::Value;
-
-/// Polls `condition` every few milliseconds for up to ten seconds.
-async fn eventually<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    for _ in 0..2000 {
-        if condition().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("timed out waiting until {what}");
-}
 
 /// The sample of `name` for `method`; an absent one reads as -1, which matches no expected count.
 async fn metric(app: &TestApp, name: &str, method: &str) -> f64 {

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use backflow::events::{LIVE_BUFFER, Level, NewEvent};
-use common::{SseStream, error_body, open_sse, publish, spawn_app_with};
+use common::{SseStream, error_body, eventually, open_sse, publish, spawn_app_with};
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -350,12 +350,10 @@ async fn connections_over_the_cap_get_503_with_retry_after() {
 
     // Once the first client leaves (noticed at the next notification), its slot is free again.
     drop(first);
-    let mut polls = 0;
-    while app.metric_value("sse_connections_open", &[]).await != Some(0.0) {
-        polls += 1;
-        assert!(polls < 500, "the slot was never freed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the slot is freed", || async {
+        app.metric_value("sse_connections_open", &[]).await == Some(0.0)
+    })
+    .await;
     let mut again = open_sse(&app, "/notifications", None).await;
     connected(&mut again).await;
 }

@@ -190,17 +190,11 @@ async fn bodies_over_the_limit_are_refused_with_or_without_a_length_and_enqueue_
     let app = spawn_app_with(&[("BODY_LIMIT_BYTES", "64")]).await;
     // `{"task":"","priority":1}` is 24 bytes; the task text makes up the rest.
     let body_of = |len: usize| format!(r#"{{"task":"{}","priority":1}}"#, "x".repeat(len - 24));
-    let post = |body: reqwest::Body| {
-        app.client
-            .post(app.url("/enqueue"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-    };
+    let post = |body: reqwest::Body| app.post_raw("/enqueue", Some("application/json"), body);
 
     let at_limit = body_of(64);
     assert_eq!(at_limit.len(), 64);
-    let accepted = post(at_limit.into()).await.expect("sent");
+    let accepted = post(at_limit.into()).await;
     assert_eq!(
         accepted.status(),
         200,
@@ -208,12 +202,7 @@ async fn bodies_over_the_limit_are_refused_with_or_without_a_length_and_enqueue_
     );
 
     let over = body_of(65);
-    let refused = error_body(
-        post(over.clone().into()).await.expect("sent"),
-        413,
-        "payload_too_large",
-    )
-    .await;
+    let refused = error_body(post(over.clone().into()).await, 413, "payload_too_large").await;
     assert!(
         refused["error"]
             .as_str()
@@ -224,9 +213,7 @@ async fn bodies_over_the_limit_are_refused_with_or_without_a_length_and_enqueue_
     let (head, tail) = over.split_at(40);
     let chunks =
         futures_util::stream::iter([head.to_owned(), tail.to_owned()].map(Ok::<_, std::io::Error>));
-    let chunked = post(reqwest::Body::wrap_stream(chunks))
-        .await
-        .expect("sent");
+    let chunked = post(reqwest::Body::wrap_stream(chunks)).await;
     error_body(chunked, 413, "payload_too_large").await;
 
     assert_eq!(
@@ -315,13 +302,12 @@ async fn task_length_is_counted_in_characters_not_bytes() {
 async fn malformed_or_non_object_bodies_are_refused() {
     let app = spawn_app().await;
     let malformed = app
-        .client
-        .post(app.url("/enqueue"))
-        .header("content-type", "application/json")
-        .body(r#"{"task": "t", "priority": "#)
-        .send()
-        .await
-        .expect("sent");
+        .post_raw(
+            "/enqueue",
+            Some("application/json"),
+            r#"{"task": "t", "priority": "#,
+        )
+        .await;
     error_body(malformed, 400, "invalid_json").await;
 
     let error = error_body(
@@ -333,12 +319,8 @@ async fn malformed_or_non_object_bodies_are_refused() {
     assert_eq!(error["field"], "body");
 
     let untyped = app
-        .client
-        .post(app.url("/enqueue"))
-        .body(r#"{"task":"t","priority":1}"#)
-        .send()
-        .await
-        .expect("sent");
+        .post_raw("/enqueue", None, r#"{"task":"t","priority":1}"#)
+        .await;
     error_body(untyped, 415, "unsupported_media_type").await;
 }
 

@@ -6,14 +6,13 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{TestApp, error_body, spawn_app, spawn_app_with};
+use common::{TestApp, error_body, eventually, spawn_app, spawn_app_with};
 use futures_util::StreamExt;
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-/// Upper bound on polling loops that wait for the server to notice something; a hang guard.
-const MAX_POLLS: usize = 500;
+/// How long a producer must stay still to count as paused, and the wait for "nothing after".
 const POLL_PAUSE: Duration = Duration::from_millis(20);
 
 async fn json_items(app: &TestApp, query: &str) -> Vec<Value> {
@@ -197,12 +196,10 @@ async fn a_client_that_disconnects_stops_the_producer() {
     }
     drop(frames);
 
-    let mut polls = 0;
-    while streams_ended(&app, "aborted").await < 1.0 {
-        polls += 1;
-        assert!(polls < MAX_POLLS, "the server never noticed the disconnect");
-        tokio::time::sleep(POLL_PAUSE).await;
-    }
+    eventually("the server notices the disconnect", || async {
+        streams_ended(&app, "aborted").await >= 1.0
+    })
+    .await;
     let stopped_at = items_produced(&app).await;
     // At most one chunk per delay since the request, plus one: nothing ran ahead of the client.
     let bound = CHUNK * (started.elapsed().as_secs_f64() / DELAY.as_secs_f64() + 1.0).ceil();
@@ -231,18 +228,13 @@ async fn a_slow_reader_pauses_the_producer() {
     frames.next().await.expect("a chunk").expect("frame");
 
     // The client reads nothing more: once the socket buffers are full the producer waits.
-    let mut polls = 0;
-    let mut last = items_produced(&app).await;
-    loop {
-        polls += 1;
-        assert!(polls < MAX_POLLS, "the producer never paused");
+    let previous = std::cell::Cell::new(items_produced(&app).await);
+    let last = eventually("the producer pauses", || async {
         tokio::time::sleep(POLL_PAUSE * 2).await;
         let now = items_produced(&app).await;
-        if now == last {
-            break;
-        }
-        last = now;
-    }
+        (now == previous.replace(now)).then_some(now)
+    })
+    .await;
     assert!(last < TOTAL / 10.0, "paused after {last} items");
     assert_eq!(
         app.metric_value("stream_responses_active", &[]).await,

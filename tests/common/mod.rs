@@ -104,6 +104,21 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// `POST path` with `body` sent as it is, under `content_type` (none when `None`): for
+    /// bodies that are not valid JSON, or sent without the JSON content type.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        let mut request = self.client.post(self.url(path)).body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        request.send().await.expect("request sent")
+    }
+
     /// The `/metrics` text.
     pub async fn metrics(&self) -> String {
         self.get("/metrics")
@@ -137,6 +152,53 @@ impl TestApp {
     /// The stop signal, to trigger a stop without waiting.
     pub fn shutdown_handle(&self) -> Shutdown {
         self.shutdown.clone()
+    }
+}
+
+/// Longest wait of [`eventually`]: a guard against a hang, not a timing.
+pub const EVENTUALLY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What a check of [`eventually`] answers: `true`, or a value, once the state is reached.
+pub trait Reached {
+    /// What [`eventually`] returns.
+    type Value;
+    /// `Some` once reached.
+    fn reached(self) -> Option<Self::Value>;
+}
+
+impl Reached for bool {
+    type Value = ();
+    fn reached(self) -> Option<()> {
+        self.then_some(())
+    }
+}
+
+impl<T> Reached for Option<T> {
+    type Value = T;
+    fn reached(self) -> Option<T> {
+        self
+    }
+}
+
+/// Polls `check` every 20 ms until it reports `what` reached (`true`, or `Some(value)`) and
+/// returns the value; panics after [`EVENTUALLY`]. For states that other tasks or processes
+/// reach in their own time: a sweep, a reconnection, a gauge, a process exit.
+pub async fn eventually<R, F, Fut>(what: &str, mut check: F) -> R::Value
+where
+    R: Reached,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = R>,
+{
+    let deadline = tokio::time::Instant::now() + EVENTUALLY;
+    loop {
+        if let Some(value) = check().await.reached() {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 

@@ -223,13 +223,7 @@ async fn real_errors_match_the_error_schema() {
         .send()
         .await
         .expect("sent");
-    let wrong_type = app
-        .client
-        .post(app.url("/enqueue"))
-        .body("{}")
-        .send()
-        .await
-        .expect("sent");
+    let wrong_type = app.post_raw("/enqueue", None, "{}").await;
     let wrong_method = app
         .client
         .delete(app.url("/enqueue"))
