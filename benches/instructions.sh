@@ -14,7 +14,7 @@ REQUESTS=${REQUESTS:-5000}
 
 command -v valgrind >/dev/null || { echo "valgrind is required (apt-get install valgrind)" >&2; exit 1; }
 ensure_oha
-cargo build --release --bin backflow --example bare_axum >&2
+build_release
 
 # start_under_callgrind NAME BINARY [VAR=value...]: starts BINARY under callgrind on a free port,
 # with these variables; sets PORT and VG_PID.

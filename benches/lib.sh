@@ -22,6 +22,13 @@ cleanup() {
 # The script's own exit status is kept: the cleanup's is not.
 trap 'status=$?; cleanup; exit "$status"' EXIT
 
+# build_release: the release binary and the examples the scripts start. Every script builds the
+# same set, so one script's build is the next one's (building the binary alone resolves other
+# features and rebuilds everything).
+build_release() {
+  cargo build --release --bin backflow --examples >&2
+}
+
 ensure_oha() {
   if ! command -v oha >/dev/null 2>&1; then
     echo "installing oha (cargo install oha --locked)..." >&2

@@ -31,7 +31,7 @@ HEAVY_N=${HEAVY_N:-35}
 PROBE_RATE=${PROBE_RATE:-200}
 
 ensure_oha
-cargo build --release --bin backflow --example bare_axum >&2
+build_release
 rm -f "$RESULTS"/oha-*.json "$RESULTS"/cpu-*.txt
 CONDITIONS_BEFORE=$(load_conditions)
 

@@ -20,7 +20,7 @@ if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt "$WANT_FDS" ]; then
 fi
 ulimit -n "$WANT_FDS"
 
-cargo build --release --bin backflow --example sse_scale --example bare_axum --example raw_fanout >&2
+build_release
 CONDITIONS_BEFORE=$(load_conditions)
 
 # probe NAME PORT PID: runs the probe against one server, then stops that server.

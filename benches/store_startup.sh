@@ -13,7 +13,7 @@ source "$(dirname "$0")/lib.sh"
 TASKS=${TASKS:-1000000}
 RESTARTS=${RESTARTS:-3}
 
-cargo build --release --bin backflow >&2
+build_release
 new_data_dir; FULL_DIR=$NEW_DIR
 python3 - "$FULL_DIR/queue.json" "$TASKS" <<'PY'
 import json, random, sys, uuid
@@ -25,8 +25,8 @@ with open(path, "w") as f:
     json.dump({"version": 1, "tasks": tasks}, f)
 PY
 
-# start_timed DIR: starts the server on DIR, waits for /ready, prints seconds from exec; sets
-# LAST_PID.
+# start_timed DIR: starts the server on DIR and waits for /ready; sets LAST_PID and SECONDS_TO_READY
+# (from exec to the first answer).
 start_timed() {
   local dir=$1 port started
   port=$(free_port)
@@ -39,7 +39,7 @@ start_timed() {
     kill -0 "$LAST_PID" 2>/dev/null || { echo "the server exited; see $RESULTS/store-startup.log" >&2; exit 1; }
     sleep 0.01
   done
-  python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.3f}')" "$started" "$(date +%s.%N)"
+  SECONDS_TO_READY=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.3f}')" "$started" "$(date +%s.%N)")
 }
 
 stop() {
@@ -47,16 +47,19 @@ stop() {
   while kill -0 "$1" 2>/dev/null; do sleep 0.05; done
 }
 
-IMPORT=$(start_timed "$FULL_DIR")
+start_timed "$FULL_DIR"
+IMPORT=$SECONDS_TO_READY
 stop "$LAST_PID"
 TIMES=()
 for _ in $(seq 1 "$RESTARTS"); do
-  TIMES+=("$(start_timed "$FULL_DIR")")
+  start_timed "$FULL_DIR"
+  TIMES+=("$SECONDS_TO_READY")
   FULL_RSS=$(rss_kib "$LAST_PID")
   stop "$LAST_PID"
 done
 new_data_dir
-EMPTY_TIME=$(start_timed "$NEW_DIR")
+start_timed "$NEW_DIR"
+EMPTY_TIME=$SECONDS_TO_READY
 EMPTY_RSS=$(rss_kib "$LAST_PID")
 stop "$LAST_PID"
 DB_BYTES=$(stat -c %s "$FULL_DIR/backflow.db")

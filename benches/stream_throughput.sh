@@ -15,7 +15,7 @@ COUNTS=("$@")
 [ ${#COUNTS[@]} -gt 0 ] || COUNTS=(1000000 10000000)
 REPEAT=${REPEAT:-3}
 
-cargo build --release --bin backflow >&2
+build_release
 CONDITIONS_BEFORE=$(load_conditions)
 
 # one_run ITEMS FORMAT: sets RUN to "bytes seconds idle_kib growth_kib" for one fresh server.
