@@ -7,10 +7,12 @@
 # the kernel's share (sockets, scheduling), which is the same for every route.
 #
 # Usage: benches/instructions.sh        (REQUESTS=5000 per route by default; needs valgrind;
+#        STORE=embedded by default, as a user runs it (its writer thread's instructions count);
 #        BACKFLOW_BIN=path/to/another/build compares another build against the same floor)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 REQUESTS=${REQUESTS:-5000}
+STORE=${STORE:-embedded}
 
 command -v valgrind >/dev/null || { echo "valgrind is required (apt-get install valgrind)" >&2; exit 1; }
 ensure_oha
@@ -60,14 +62,14 @@ stop() {
 }
 
 rm -f "$RESULTS"/callgrind-*
-echo "| requests ($REQUESTS each, 8 connections) | instructions per request |"
+echo "| requests ($REQUESTS each, 8 connections, STORE=$STORE) | instructions per request |"
 echo "|---|---:|"
 start_under_callgrind floor "$ROOT/target/release/examples/bare_axum"
 count floor "bare axum /health (floor)" /health
 stop
 
 new_data_dir; DATA_DIR=$NEW_DIR
-start_under_callgrind backflow "${BACKFLOW_BIN:-$ROOT/target/release/backflow}" RUST_LOG=warn DATA_DIR="$DATA_DIR" \
+start_under_callgrind backflow "${BACKFLOW_BIN:-$ROOT/target/release/backflow}" RUST_LOG=warn DATA_DIR="$DATA_DIR" STORE="$STORE" \
   JWT_SECRET=bench-secret-bench-secret-bench-secret QUEUE_CAPACITY=100000000 LOGIN_MAX_PER_MINUTE=1000000
 TOKEN=$(curl -fsS -X POST "http://127.0.0.1:$PORT/login" -H 'content-type: application/json' \
   -d '{"username":"admin","password":"admin123"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
