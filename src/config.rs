@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use rand::RngCore;
 
+use crate::client_ip::TrustedProxies;
 use crate::store::StoreKind;
 
 /// Shortest `JWT_SECRET` accepted in production (HS256 wants a key at least as long as its hash).
@@ -190,6 +191,8 @@ pub struct Config {
     /// `REVOCATION_LIST_MAX`: most revoked tokens remembered at once; a logout past it is
     /// refused (503) rather than an older revocation forgotten.
     pub revocation_list_max: usize,
+    /// `TRUSTED_PROXIES`: the reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
     /// `LOG_FORMAT`.
     pub log_format: LogFormat,
     /// `CORS_ORIGINS`.
@@ -363,6 +366,14 @@ impl Config {
                 60,
             )?,
             revocation_list_max: env.int("REVOCATION_LIST_MAX", 1..=100_000_000, 1_000_000)?,
+            trusted_proxies: env
+                .get("TRUSTED_PROXIES")
+                .map(|v| {
+                    v.parse()
+                        .map_err(|e| ConfigError::new("TRUSTED_PROXIES", e))
+                })
+                .transpose()?
+                .unwrap_or_default(),
             log_format,
             cors_origins,
             body_limit_bytes: env.int("BODY_LIMIT_BYTES", 1..=1 << 30, 65_536)?,
@@ -666,6 +677,19 @@ mod tests {
             Config::from_pairs([]).expect("defaults").redis_prefix,
             DEFAULT_REDIS_PREFIX
         );
+    }
+
+    #[test]
+    fn trusted_proxies_are_parsed_and_a_bad_one_names_the_variable() {
+        let config = Config::from_pairs([]).expect("defaults are valid");
+        assert!(config.trusted_proxies.is_empty());
+        let config =
+            Config::from_pairs([("TRUSTED_PROXIES", "127.0.0.1/32, 10.0.0.0/8")]).expect("valid");
+        assert!(config.trusted_proxies.contains([10, 1, 2, 3].into()));
+        let err = Config::from_pairs([("TRUSTED_PROXIES", "10.0.0.0/8,nginx")]).unwrap_err();
+        assert_eq!(err.var, "TRUSTED_PROXIES");
+        assert!(err.to_string().contains("\"nginx\""), "{err}");
+        assert!(!err.to_string().contains('\n'));
     }
 
     #[test]

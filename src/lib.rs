@@ -12,6 +12,8 @@
 pub mod app;
 /// JWT login, verification and logout with a bounded, durable revocation list.
 pub mod auth;
+/// The client's address through trusted reverse proxies (`TRUSTED_PROXIES`, `X-Forwarded-For`).
+pub mod client_ip;
 /// Wall-clock formatting shared by events, streams and the queue.
 pub mod clock;
 /// CPU-heavy work off the async runtime: child process, rayon and blocking pools.

@@ -6,10 +6,8 @@
 //!
 //! The auth service publishes the `auth.login` / `auth.logout` application events itself.
 
-use std::net::SocketAddr;
-
 use axum::Json;
-use axum::extract::{ConnectInfo, FromRef, FromRequestParts, State};
+use axum::extract::{FromRef, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use serde::Serialize;
@@ -21,6 +19,7 @@ use utoipa_axum::routes;
 use crate::app::AppState;
 use crate::auth::jwt::{Claims, format_lifetime};
 use crate::auth::{LoginError, LogoutError, RevokeError, TokenError};
+use crate::client_ip::ClientIp;
 use crate::error::{ApiError, AuthFailure, ErrorBody};
 use crate::extract::ApiJson;
 use crate::openapi::tags;
@@ -104,6 +103,9 @@ struct LoginResponse {
 /// malformed requests are answered before it is consulted. Successful logins have a budget of
 /// their own per client and per account (`LOGIN_SUCCESS_MAX_PER_MINUTE`), far above human use,
 /// because each token can be logged out and each logout is remembered until the token expires.
+///
+/// The client is the TCP peer, or behind a reverse proxy listed in `TRUSTED_PROXIES` the
+/// address that proxy puts in `X-Forwarded-For`; the header of any other sender is ignored.
 #[utoipa::path(
     post,
     path = "/login",
@@ -131,7 +133,7 @@ struct LoginResponse {
 )]
 async fn login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<LoginResponse>, ApiError> {
     let missing = |field| ApiError::MissingField {
@@ -141,7 +143,7 @@ async fn login(
     };
     let username = non_empty(&body, "username").ok_or_else(|| missing("username"))?;
     let password = non_empty(&body, "password").ok_or_else(|| missing("password"))?;
-    let outcome = state.auth.login(peer.ip(), username, password).await;
+    let outcome = state.auth.login(client, username, password).await;
     let label = match &outcome {
         Ok(_) => "success",
         Err(LoginError::InvalidCredentials) => "invalid_credentials",
@@ -155,17 +157,17 @@ async fn login(
         .increment(1);
     let issued = outcome.map_err(|err| match err {
         LoginError::InvalidCredentials => {
-            tracing::info!(client = %peer.ip(), "login refused: invalid credentials");
+            tracing::info!(%client, "login refused: invalid credentials");
             ApiError::InvalidCredentials
         }
         LoginError::RateLimited(wait) => {
-            tracing::warn!(client = %peer.ip(), "login refused: too many failures");
+            tracing::warn!(%client, "login refused: too many failures");
             ApiError::RateLimited {
                 retry_after: wait.0,
             }
         }
         LoginError::TooManyLogins(wait) => {
-            tracing::warn!(client = %peer.ip(), "login refused: too many logins");
+            tracing::warn!(%client, "login refused: too many logins");
             ApiError::RateLimited {
                 retry_after: wait.0,
             }

@@ -202,6 +202,16 @@ where
     }
 }
 
+/// A client whose connections come from `local`, one of this machine's loopback addresses
+/// (any of 127.0.0.0/8): a second or third client address for tests of per-client limits.
+pub fn client_from(local: std::net::Ipv4Addr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::V4(local))
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
 /// Publishes `event` on the server's bus; returns its id.
 pub async fn publish(state: &backflow::AppState, event: backflow::events::NewEvent) -> u64 {
     state
