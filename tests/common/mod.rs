@@ -1,7 +1,12 @@
-//! Shared test harness: start the real server on an ephemeral port and talk HTTP to it.
+//! Shared test harness: start the real server on an ephemeral port and talk HTTP to it; run
+//! the real binary as a child ([`process`]), a real Redis ([`redis`]) and nginx in front of
+//! several instances ([`nginx`]).
 #![allow(dead_code)]
 
+pub mod nginx;
 pub mod process;
+pub mod redis;
+pub mod system;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -130,13 +135,7 @@ impl TestApp {
 
     /// Value of the first sample of `metric` whose line contains every `label` fragment.
     pub async fn metric_value(&self, metric: &str, labels: &[&str]) -> Option<f64> {
-        let text = self.metrics().await;
-        text.lines()
-            .filter(|line| !line.starts_with('#'))
-            .filter(|line| line.starts_with(metric) && line[metric.len()..].starts_with(['{', ' ']))
-            .find(|line| labels.iter().all(|l| line.contains(l)))
-            .and_then(|line| line.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
+        metric_in(&self.metrics().await, metric, labels)
     }
 
     /// Triggers the graceful stop and waits for it; returns the data dir and keeps it on disk.
@@ -210,6 +209,17 @@ pub fn client_from(local: std::net::Ipv4Addr) -> reqwest::Client {
         .timeout(std::time::Duration::from_secs(10))
         .build()
         .expect("client")
+}
+
+/// Value of the first sample of `metric` in a `/metrics` text whose line contains every `label`
+/// fragment.
+pub fn metric_in(text: &str, metric: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| line.starts_with(metric) && line[metric.len()..].starts_with(['{', ' ']))
+        .find(|line| labels.iter().all(|l| line.contains(l)))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// Publishes `event` on the server's bus; returns its id.

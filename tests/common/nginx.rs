@@ -1,0 +1,138 @@
+//! A real nginx (Debian's package) in front of BackFlow instances, configured from
+//! `deploy/nginx.conf.template`: the file `scripts/cluster.sh` and `compose.yaml` use, so the
+//! tests check the deployment's own configuration.
+//!
+//! nginx runs in the foreground (`daemon off;`) with every path (prefix, pid, temporary files,
+//! logs) in a directory of its own, so it needs nothing owned by root and leaves nothing behind.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rustix::process::Signal;
+
+use super::system;
+
+/// The deployment's nginx configuration, with `${BACKFLOW_...}` placeholders.
+pub const TEMPLATE: &str = include_str!("../../deploy/nginx.conf.template");
+
+/// Longest wait for nginx to accept connections (a guard against a hang, not a timing).
+const READY_GUARD: Duration = Duration::from_secs(10);
+/// How long nginx gets to stop after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// The template with its placeholders filled: nginx listening on `listen_port`, in front of
+/// `upstreams`, keeping its pid and temporary files in `run_dir` and its logs in `log_dir`.
+/// Panics if a placeholder is left.
+pub fn render_config(
+    listen_port: u16,
+    upstreams: &[SocketAddr],
+    run_dir: &Path,
+    log_dir: &Path,
+) -> String {
+    assert!(!upstreams.is_empty(), "nginx needs at least one upstream");
+    let servers: String = upstreams
+        .iter()
+        .map(|addr| format!("server {addr}; "))
+        .collect();
+    let path = |dir: &Path| dir.to_str().expect("a UTF-8 path").to_owned();
+    let config = TEMPLATE
+        .replace("${BACKFLOW_LISTEN_PORT}", &listen_port.to_string())
+        .replace("${BACKFLOW_UPSTREAMS}", servers.trim_end())
+        .replace("${BACKFLOW_NGINX_RUN_DIR}", &path(run_dir))
+        .replace("${BACKFLOW_NGINX_LOG_DIR}", &path(log_dir));
+    if let Some(at) = config.find("${") {
+        let name = config[at..].split_inclusive('}').next().unwrap_or_default();
+        panic!("a placeholder of the nginx template is not filled: {name}");
+    }
+    config
+}
+
+/// A running nginx, stopped when dropped.
+pub struct Nginx {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Nginx {
+    /// Starts nginx on a free loopback port in front of `upstreams` (round robin, as
+    /// configured); waits until it accepts connections. Panics with its error log if it does
+    /// not start.
+    pub async fn start(upstreams: &[SocketAddr]) -> Self {
+        let dir = tempfile::tempdir().expect("a directory for nginx");
+        // Run as root, nginx's workers switch to an unprivileged user: let them reach it.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("the directory's mode can be set");
+        let port = system::free_port();
+        let config = render_config(port, upstreams, dir.path(), dir.path());
+        let config_path = dir.path().join("nginx.conf");
+        std::fs::write(&config_path, config).expect("nginx.conf written");
+        let child = Command::new(system::installed("nginx"))
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&config_path)
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx can be run");
+        let mut nginx = Self {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            dir,
+            child,
+        };
+        nginx.wait_until_accepting().await;
+        nginx
+    }
+
+    /// Absolute URL of `path_and_query` through nginx.
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{}", self.addr, path_and_query)
+    }
+
+    /// nginx's error log so far.
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+
+    /// nginx's access log so far: one line per request, with the instance that answered
+    /// (`upstream=`) and the request id.
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+
+    async fn wait_until_accepting(&mut self) {
+        let deadline = tokio::time::Instant::now() + READY_GUARD;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("nginx exited ({status}):\n{}", self.error_log());
+            }
+            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nginx did not accept connections within {READY_GUARD:?}:\n{}",
+                self.error_log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Nginx {
+    /// SIGTERM, not SIGKILL: the master stops its workers, which would otherwise keep serving.
+    fn drop(&mut self) {
+        system::stop(&mut self.child, Signal::TERM, STOP_GRACE);
+    }
+}
