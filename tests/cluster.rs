@@ -1,382 +1,605 @@
-//! Several instances as one server: the real binary, run more than once, behind the real nginx
-//! configured from `deploy/nginx.conf.template`, and the real Redis that the instances will
-//! share; the harness for those (`tests/common/{nginx,redis}.rs`) is checked here too.
-//!
-//! The instances run `STORE=memory`, so each keeps its own state; what is checked is what the
-//! proxy does: spreading requests, passing events through unbuffered, naming the client, and
-//! which requests it retries on another instance.
+//! Several instances on one real Redis behave as one server: one queue, one revocation list,
+//! one event stream with global ids, one notification producer, one failed-login budget; a
+//! Redis outage answers 503 at once and everything recovers by itself; and the same holds
+//! through nginx, the deployment's load balancer.
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::nginx::{Nginx, TEMPLATE, render_config};
+use common::nginx::Nginx;
 use common::process::ServerProcess;
 use common::redis::{Persistence, RedisServer, unique_prefix};
-use common::{client_from, error_body, eventually, metric_in, open_sse_url};
-use serde_json::json;
-use tokio::io::AsyncReadExt;
+use common::{SseStream, eventually, open_sse_url};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
 
-const INSTANCES: usize = 2;
+const SECRET: &str = "cluster-test-secret-cluster-test-secret";
+/// A bound on how long an answer may take while Redis is down: far above the one second the
+/// server allows itself, far below a hang.
+const OUTAGE_GUARD: Duration = Duration::from_secs(5);
 
-/// `INSTANCES` instances, trusting the proxy on 127.0.0.1, plus `envs`.
-async fn instances(envs: &[(&str, &str)]) -> Vec<ServerProcess> {
-    let mut all = Vec::new();
-    for _ in 0..INSTANCES {
-        let mut pairs = vec![
-            ("STORE", "memory"),
-            ("TRUSTED_PROXIES", "127.0.0.1/32"),
-            ("NOTIFY_INTERVAL_MS", "100"),
-        ];
-        pairs.extend_from_slice(envs);
-        all.push(ServerProcess::start(&pairs).await);
+/// Redis plus instances sharing it under one prefix.
+struct Cluster {
+    redis: RedisServer,
+    prefix: String,
+    instances: Vec<ServerProcess>,
+    client: reqwest::Client,
+}
+
+impl Cluster {
+    async fn start(size: usize, settings: &[(&str, &str)]) -> Self {
+        Self::start_on(RedisServer::start().await, size, settings).await
     }
-    all
+
+    async fn start_on(redis: RedisServer, size: usize, settings: &[(&str, &str)]) -> Self {
+        let prefix = unique_prefix("cluster");
+        let mut cluster = Self {
+            redis,
+            prefix,
+            instances: Vec::new(),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("client"),
+        };
+        for _ in 0..size {
+            cluster.add(settings).await;
+        }
+        cluster
+    }
+
+    async fn add(&mut self, settings: &[(&str, &str)]) {
+        let url = self.redis.url();
+        let mut envs = vec![
+            ("STORE", "redis"),
+            ("REDIS_URL", url.as_str()),
+            ("REDIS_PREFIX", self.prefix.as_str()),
+            ("JWT_SECRET", SECRET),
+            ("RUST_LOG", "backflow=warn,backflow::server=info"),
+            ("NOTIFY_INTERVAL_MS", "60000"),
+        ];
+        envs.extend_from_slice(settings);
+        self.instances.push(ServerProcess::start(&envs).await);
+    }
+
+    fn url(&self, instance: usize, path: &str) -> String {
+        self.instances[instance].url(path)
+    }
+
+    async fn post(&self, instance: usize, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(instance, path))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    async fn get(&self, instance: usize, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(instance, path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    async fn enqueue(&self, instance: usize, task: &str, priority: i64) -> reqwest::Response {
+        self.post(
+            instance,
+            "/enqueue",
+            &json!({"task": task, "priority": priority}),
+        )
+        .await
+    }
+
+    async fn login(&self, instance: usize) -> String {
+        let body: Value = self
+            .post(
+                instance,
+                "/login",
+                &json!({"username": "admin", "password": "admin123"}),
+            )
+            .await
+            .json()
+            .await
+            .expect("JSON");
+        body["token"].as_str().expect("a token").to_owned()
+    }
+
+    async fn with_token(&self, instance: usize, path: &str, token: &str) -> reqwest::Response {
+        let request = if path == "/logout" {
+            self.client.post(self.url(instance, path))
+        } else {
+            self.client.get(self.url(instance, path))
+        };
+        request
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    async fn sse(&self, instance: usize, last_event_id: Option<&str>) -> SseStream {
+        let mut stream = open_sse_url(
+            &self.client,
+            &self.url(instance, "/notifications"),
+            last_event_id,
+        )
+        .await;
+        let connected = stream.next_json().await;
+        assert_eq!(connected["message"], "Connected to notification stream");
+        stream
+    }
+
+    /// A direct connection to the cluster's Redis, to look at what the instances keep there.
+    async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis.url())
+            .expect("a Redis URL")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("Redis answers")
+    }
 }
 
-fn addrs(instances: &[ServerProcess]) -> Vec<SocketAddr> {
-    instances.iter().map(|instance| instance.addr).collect()
+async fn json_of(response: reqwest::Response) -> Value {
+    response.json().await.expect("a JSON body")
 }
 
-/// How many `GET /health` answers `instance` counted.
-async fn health_requests(client: &reqwest::Client, instance: &ServerProcess) -> f64 {
-    let text = client
-        .get(instance.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics answered")
-        .text()
-        .await
-        .expect("metrics text");
-    metric_in(
-        &text,
-        "http_requests_total",
-        &[r#"route="/health""#, r#"status="200""#],
-    )
-    .unwrap_or(0.0)
+/// The next `count` events of `stream` that carry an id, as (id, data).
+async fn next_events(stream: &mut SseStream, count: usize) -> Vec<(u64, String)> {
+    let mut events = Vec::new();
+    while events.len() < count {
+        let event = stream.next().await.expect("the stream goes on");
+        if let Ok(id) = event.id.parse() {
+            events.push((id, event.data));
+        }
+    }
+    events
 }
 
 #[tokio::test]
-async fn requests_reach_every_instance_in_turn_and_keep_their_request_id() {
-    let instances = instances(&[]).await;
-    let nginx = Nginx::start(&addrs(&instances)).await;
-    let client = reqwest::Client::new();
+async fn one_queue_for_every_instance_by_priority_then_arrival() {
+    let cluster = Cluster::start(2, &[]).await;
+    let max = 1_i64 << 53;
+    let tasks = [
+        ("b1", 5),
+        ("lowest", max),
+        ("a1", 1),
+        ("b2", 5),
+        ("highest", -max),
+        ("a2", 1),
+        ("b3", 5),
+    ];
+    for (n, (task, priority)) in tasks.iter().enumerate() {
+        assert_eq!(cluster.enqueue(n % 2, task, *priority).await.status(), 200);
+    }
+    let status = json_of(cluster.get(1, "/queue/status").await).await;
+    assert_eq!(status["size"], 7);
+    assert_eq!(status["nextTask"]["task"], "highest");
+    let mut drained = Vec::new();
+    for n in 0..tasks.len() {
+        let body = json_of(cluster.get(n % 2, "/dequeue").await).await;
+        drained.push(body["task"].as_str().expect("a task").to_owned());
+    }
+    assert_eq!(drained, ["highest", "a1", "a2", "b1", "b2", "b3", "lowest"]);
+    assert_eq!(cluster.get(0, "/dequeue").await.status(), 404);
+}
 
-    const REQUESTS: usize = 10;
-    for _ in 0..REQUESTS {
-        let response = client.get(nginx.url("/health")).send().await.expect("sent");
-        assert_eq!(response.status(), 200, "{}", nginx.error_log());
+#[tokio::test]
+async fn concurrent_dequeues_on_every_instance_take_each_task_exactly_once() {
+    let cluster = Cluster::start(2, &[]).await;
+    let mut enqueued = HashSet::new();
+    for n in 0..120 {
+        let body = json_of(cluster.enqueue(n % 2, &format!("t{n}"), n as i64 % 4).await).await;
+        enqueued.insert(body["id"].as_str().expect("an id").to_owned());
     }
-    let mut counts = Vec::new();
-    for instance in &instances {
-        counts.push(health_requests(&client, instance).await);
+    let dequeues = futures_util::stream::iter(0..160)
+        .map(|n| {
+            let cluster = &cluster;
+            async move { cluster.get(n % 2, "/dequeue").await }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    let mut taken = Vec::new();
+    for response in dequeues {
+        match response.status().as_u16() {
+            200 => taken.push(json_of(response).await["id"].as_str().unwrap().to_owned()),
+            404 => {}
+            other => panic!("dequeue answered {other}"),
+        }
     }
-    assert_eq!(counts.iter().sum::<f64>(), REQUESTS as f64, "{counts:?}");
-    // One client connection is served by one nginx worker, which takes the instances in turn.
-    assert!(
-        (counts[0] - counts[1]).abs() <= 1.0,
-        "round robin: {counts:?}"
+    let distinct: HashSet<String> = taken.iter().cloned().collect();
+    assert_eq!(taken.len(), distinct.len(), "no task was handed out twice");
+    assert_eq!(distinct, enqueued, "every task was handed out");
+}
+
+#[tokio::test]
+async fn the_capacity_holds_under_concurrent_enqueues_on_every_instance() {
+    let cluster = Cluster::start(2, &[("QUEUE_CAPACITY", "30")]).await;
+    let answers = futures_util::stream::iter(0..80)
+        .map(|n| {
+            let cluster = &cluster;
+            async move {
+                cluster
+                    .enqueue(n % 2, &format!("t{n}"), 1)
+                    .await
+                    .status()
+                    .as_u16()
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<u16>>()
+        .await;
+    assert_eq!(answers.iter().filter(|s| **s == 200).count(), 30);
+    assert_eq!(answers.iter().filter(|s| **s == 503).count(), 50);
+    assert_eq!(
+        json_of(cluster.get(1, "/queue/status").await).await["size"],
+        30
     );
+}
 
-    let response = client
-        .get(nginx.url("/health"))
-        .header("x-request-id", "trace-through-nginx")
-        .send()
+#[tokio::test]
+async fn a_logout_on_one_instance_is_refused_by_every_instance_at_once() {
+    let cluster = Cluster::start(2, &[]).await;
+    let token = cluster.login(0).await;
+    assert_eq!(
+        cluster.with_token(1, "/protected", &token).await.status(),
+        200
+    );
+    assert_eq!(cluster.with_token(1, "/logout", &token).await.status(), 200);
+    for instance in [0, 1] {
+        let body = json_of(cluster.with_token(instance, "/protected", &token).await).await;
+        assert_eq!(body["code"], "token_revoked", "instance {instance}");
+    }
+    assert_eq!(
+        cluster.with_token(0, "/logout", &token).await.status(),
+        401,
+        "a second logout, on the other instance, finds it revoked"
+    );
+}
+
+#[tokio::test]
+async fn revocations_leave_redis_when_their_token_expires() {
+    let cluster = Cluster::start(2, &[("JWT_TTL_SECONDS", "1")]).await;
+    let token = cluster.login(0).await;
+    assert_eq!(cluster.with_token(1, "/logout", &token).await.status(), 200);
+    let key = format!("{{{}:revoked}}", cluster.prefix);
+    let mut redis = cluster.redis().await;
+    let held: usize = redis::cmd("ZCARD")
+        .arg(&key)
+        .query_async(&mut redis)
         .await
-        .expect("sent");
-    assert_eq!(response.headers()["x-request-id"], "trace-through-nginx");
-    let response = client.get(nginx.url("/health")).send().await.expect("sent");
-    let generated = response.headers()["x-request-id"].to_str().expect("ASCII");
-    assert!(
-        generated.len() == 32 && generated.bytes().all(|b| b.is_ascii_hexdigit()),
-        "nginx's $request_id, echoed by the instance: {generated}"
-    );
-    // nginx writes its log line once the answer is out.
-    let logged = format!("request_id={generated}");
-    eventually("nginx logs the same request id", || async {
-        nginx.access_log().contains(&logged)
+        .unwrap();
+    assert_eq!(held, 1);
+    eventually("the expired revocation leaves Redis", || {
+        let mut redis = redis.clone();
+        let key = key.clone();
+        async move {
+            let held: usize = redis::cmd("ZCARD")
+                .arg(&key)
+                .query_async(&mut redis)
+                .await
+                .ok()?;
+            Some(held == 0).filter(|gone| *gone)
+        }
     })
     .await;
 }
 
 #[tokio::test]
-async fn events_come_through_the_proxy_as_they_happen() {
-    let instances = instances(&[]).await;
-    let nginx = Nginx::start(&addrs(&instances)).await;
-    let client = reqwest::Client::new();
+async fn events_have_global_ids_and_reach_the_clients_of_every_instance() {
+    let cluster = Cluster::start(2, &[]).await;
+    let mut on_a = cluster.sse(0, None).await;
+    let mut on_b = cluster.sse(1, None).await;
+    for n in 0..4 {
+        cluster.enqueue(n % 2, &format!("t{n}"), 1).await;
+    }
+    let seen_a = next_events(&mut on_a, 4).await;
+    let seen_b = next_events(&mut on_b, 4).await;
+    assert_eq!(seen_a, seen_b, "same ids, same bytes, on both instances");
+    let ids: Vec<u64> = seen_a.iter().map(|(id, _)| *id).collect();
+    assert!(
+        ids.windows(2).all(|w| w[1] == w[0] + 1),
+        "consecutive ids: {ids:?}"
+    );
+    let tasks: Vec<String> = seen_a
+        .iter()
+        .map(|(_, data)| serde_json::from_str::<Value>(data).unwrap()["task"].to_string())
+        .collect();
+    assert_eq!(tasks, [r#""t0""#, r#""t1""#, r#""t2""#, r#""t3""#]);
+}
 
-    let mut stream = open_sse_url(&client, &nginx.url("/notifications"), None).await;
-    assert_eq!(stream.headers["content-type"], "text/event-stream");
-    let first = stream.next_json().await;
-    assert_eq!(first["message"], "Connected to notification stream");
-    // A notification every 100 ms: buffered by the proxy, a few would not fill its first
-    // buffer; unbuffered, each arrives at once.
+#[tokio::test]
+async fn a_client_resumes_on_another_instance_with_no_gap_and_no_duplicate() {
+    let cluster = Cluster::start(2, &[]).await;
+    let mut reference = cluster.sse(0, None).await;
+    let mut leaving = cluster.sse(0, None).await;
     for n in 0..3 {
-        let started = Instant::now();
-        let event = tokio::time::timeout(Duration::from_secs(1), stream.next())
-            .await
-            .unwrap_or_else(|_| panic!("notification {n} within a second through nginx"))
-            .expect("the stream goes on");
-        assert!(
-            event.id.parse::<u64>().is_ok(),
-            "a numbered event: {event:?}"
-        );
-        assert!(started.elapsed() < Duration::from_secs(1));
+        cluster.enqueue(0, &format!("before{n}"), 1).await;
     }
-}
-
-#[tokio::test]
-async fn the_forwarded_client_has_its_own_failed_login_budget() {
-    const BUDGET: usize = 3;
-    let instances = instances(&[("LOGIN_MAX_PER_MINUTE", "3")]).await;
-    let nginx = Nginx::start(&addrs(&instances)).await;
-    let failed_login = |client: reqwest::Client, forged: String| {
-        let url = nginx.url("/login");
-        async move {
-            client
-                .post(url)
-                .header("x-forwarded-for", forged)
-                .json(&json!({"username": "admin", "password": "wrong"}))
-                .send()
-                .await
-                .expect("sent")
-        }
-    };
-
-    // nginx appends the address it sees (127.0.0.2) to whatever the client forged; the
-    // instances trust nginx's entry only. Each instance keeps its own budget until the
-    // instances share a store, so the client is refused after at most INSTANCES budgets.
-    let guesser = client_from(Ipv4Addr::new(127, 0, 0, 2));
-    let mut refused = 0;
-    let mut statuses = Vec::new();
-    for i in 0..INSTANCES * BUDGET + INSTANCES {
-        let response = failed_login(guesser.clone(), format!("198.51.100.{i}")).await;
-        statuses.push(response.status().as_u16());
-        if response.status() == 429 {
-            refused += 1;
-        }
+    let before = next_events(&mut leaving, 3).await;
+    drop(leaving);
+    for n in 0..3 {
+        cluster.enqueue(n % 2, &format!("between{n}"), 1).await;
     }
-    assert!(
-        statuses.iter().filter(|s| **s == 401).count() <= INSTANCES * BUDGET,
-        "forged addresses gave no fresh budget: {statuses:?}"
-    );
-    assert!(
-        statuses.ends_with(&[429, 429]) && refused >= INSTANCES,
-        "{statuses:?}"
-    );
-
-    // Another client of the same proxy is not limited, on any instance.
-    let other = client_from(Ipv4Addr::new(127, 0, 0, 3));
-    for _ in 0..INSTANCES {
-        let response = failed_login(other.clone(), "198.51.100.1".into()).await;
-        assert_eq!(response.status(), 401, "127.0.0.3 has its own budget");
-    }
-}
-
-/// A fake instance that takes each request and closes the connection without answering, as an
-/// instance that crashed mid-request would; counts the connections it took.
-async fn failing_instance() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .expect("bound");
-    let addr = listener.local_addr().expect("an address");
-    let taken = Arc::new(AtomicUsize::new(0));
-    let counter = taken.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            let mut buffer = [0u8; 4096];
-            let _ = stream.read(&mut buffer).await;
-        }
-    });
-    (addr, taken)
-}
-
-#[tokio::test]
-async fn only_idempotent_requests_are_retried_on_another_instance() {
-    let live = instances(&[]).await;
-    let client = reqwest::Client::new();
-
-    // A fresh nginx sends its first request to the first instance: the failing one. A GET that
-    // failed there is answered by the next instance.
-    let (failing, taken) = failing_instance().await;
-    let nginx = Nginx::start(&[failing, live[0].addr]).await;
-    let response = client.get(nginx.url("/health")).send().await.expect("sent");
-    assert_eq!(response.status(), 200, "{}", nginx.error_log());
+    let last_id = before.last().expect("an event").0.to_string();
+    let mut resumed = cluster.sse(1, Some(&last_id)).await;
+    cluster.enqueue(1, "after", 1).await;
+    let expected = next_events(&mut reference, 7).await;
+    assert_eq!(&expected[..3], &before[..]);
     assert_eq!(
-        taken.load(Ordering::SeqCst),
-        1,
-        "the GET went to the failing one first"
+        next_events(&mut resumed, 4).await,
+        expected[3..],
+        "the replay from Redis meets the live events exactly"
     );
-    drop(nginx);
+}
 
-    // A POST that reached an instance may have been carried out there: it is not repeated,
-    // and nginx's 502 is JSON like the instances' errors.
-    let (failing, taken) = failing_instance().await;
-    let nginx = Nginx::start(&[failing, live[0].addr]).await;
-    let response = client
-        .post(nginx.url("/enqueue"))
-        .json(&json!({"task": "once", "priority": 1}))
-        .send()
+#[tokio::test]
+async fn each_instance_holds_one_subscription_whatever_its_clients() {
+    let cluster = Cluster::start(2, &[]).await;
+    let mut streams = Vec::new();
+    for n in 0..6 {
+        streams.push(cluster.sse(n % 2, None).await);
+    }
+    let channel = format!("{}:events", cluster.prefix);
+    let mut redis = cluster.redis().await;
+    let (_, subscribers): (String, usize) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(&channel)
+        .query_async(&mut redis)
         .await
-        .expect("sent");
-    assert_eq!(taken.load(Ordering::SeqCst), 1);
-    assert_eq!(response.headers()["retry-after"], "1");
-    error_body(response, 502, "bad_gateway").await;
-    let status = client
-        .get(live[0].url("/queue/status"))
+        .expect("PUBSUB answers");
+    assert_eq!(subscribers, 2, "one per instance, not one per client");
+}
+
+#[tokio::test]
+async fn one_instance_produces_the_notifications_and_another_takes_over_when_it_dies() {
+    let interval = Duration::from_millis(200);
+    let settings = [("NOTIFY_INTERVAL_MS", "200")];
+    let mut cluster = Cluster::start(3, &settings).await;
+    let mut stream = cluster.sse(2, None).await;
+    // Ten intervals: one producer sends about ten; three would send about thirty.
+    let counted = count_notifications(&mut stream, interval * 10).await;
+    assert!(
+        (6..=14).contains(&counted),
+        "{counted} notifications in ten intervals"
+    );
+
+    // Kill the two other instances (the holder among them or not): the one left produces.
+    for instance in cluster.instances.drain(..2) {
+        instance.kill().await;
+    }
+    let resumed = tokio::time::timeout(Duration::from_secs(5), async {
+        while count_notifications(&mut stream, interval * 2).await == 0 {}
+    })
+    .await;
+    assert!(resumed.is_ok(), "notifications resume within a few seconds");
+    let counted = count_notifications(&mut stream, interval * 10).await;
+    assert!(
+        (6..=14).contains(&counted),
+        "{counted} notifications in ten intervals"
+    );
+}
+
+/// Notifications (events without an `event` name) seen on `stream` during `window`.
+async fn count_notifications(stream: &mut SseStream, window: Duration) -> usize {
+    let deadline = Instant::now() + window;
+    let mut count = 0;
+    while let Ok(Some(event)) = tokio::time::timeout(
+        deadline.saturating_duration_since(Instant::now()),
+        stream.next(),
+    )
+    .await
+    {
+        let data: Value = serde_json::from_str(&event.data).unwrap_or_default();
+        if data.get("event").is_none() && data.get("id").is_some() {
+            count += 1;
+        }
+    }
+    count
+}
+
+#[tokio::test]
+async fn the_failed_login_budget_is_shared_by_the_instances() {
+    let cluster = Cluster::start(2, &[("LOGIN_MAX_PER_MINUTE", "2")]).await;
+    let wrong = json!({"username": "admin", "password": "guess"});
+    assert_eq!(cluster.post(0, "/login", &wrong).await.status(), 401);
+    assert_eq!(cluster.post(1, "/login", &wrong).await.status(), 401);
+    for instance in [0, 1] {
+        let refused = cluster.post(instance, "/login", &wrong).await;
+        assert_eq!(refused.status(), 429, "instance {instance}");
+        assert!(refused.headers().contains_key("retry-after"));
+    }
+}
+
+#[tokio::test]
+async fn the_relay_fills_gaps_from_the_stream_and_announces_what_it_lost() {
+    let cluster = Cluster::start(1, &[("SSE_REPLAY_BUFFER", "3")]).await;
+    let mut stream = cluster.sse(0, None).await;
+    cluster.enqueue(0, "first", 1).await;
+    let first = next_events(&mut stream, 1).await[0].0;
+    // Events that reach the stream but not the channel (a message lost in a blip), then ids
+    // taken but never retained (beyond the replay window), then one published normally.
+    let mut redis = cluster.redis().await;
+    let ids = format!("{{{}:events}}:ids", cluster.prefix);
+    let events = format!("{{{}:events}}", cluster.prefix);
+    for _ in 0..3 {
+        let _: u64 = redis::cmd("INCR")
+            .arg(&ids)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    }
+    for _ in 0..2 {
+        let id: u64 = redis::cmd("INCR")
+            .arg(&ids)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        let data = format!(
+            r#"{{"id":{id},"type":"info","message":"only in the stream","timestamp":"2026-01-01T00:00:00Z"}}"#
+        );
+        let _: String = redis::cmd("XADD")
+            .arg(&events)
+            .arg("MAXLEN")
+            .arg(3)
+            .arg(format!("{id}-0"))
+            .arg("d")
+            .arg(data)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    }
+    cluster.enqueue(0, "after the gap", 1).await;
+    let lagged = stream.next_json().await;
+    assert_eq!(lagged["event"], "stream.lagged", "{lagged}");
+    assert_eq!(lagged["skipped"], 3, "{lagged}");
+    let filled = next_events(&mut stream, 3).await;
+    let ids: Vec<u64> = filled.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, [first + 4, first + 5, first + 6]);
+    assert!(filled[0].1.contains("only in the stream"));
+    assert!(filled[2].1.contains("after the gap"));
+}
+
+#[tokio::test]
+async fn a_redis_outage_answers_503_at_once_and_everything_recovers_by_itself() {
+    let redis = RedisServer::start_with(Persistence::AppendOnly).await;
+    let mut cluster = Cluster::start_on(redis, 2, &[]).await;
+    let token = cluster.login(0).await;
+    let mut stream = cluster.sse(1, None).await;
+    cluster.enqueue(0, "before", 1).await;
+    next_events(&mut stream, 1).await;
+
+    cluster.redis.kill();
+    for (path, token) in [
+        ("/queue/status", None),
+        ("/dequeue", None),
+        ("/protected", Some(&token)),
+        ("/ready", None),
+    ] {
+        let started = Instant::now();
+        let response = match token {
+            Some(token) => cluster.with_token(0, path, token).await,
+            None => cluster.get(0, path).await,
+        };
+        assert!(
+            started.elapsed() < OUTAGE_GUARD,
+            "{path} answered without hanging"
+        );
+        assert_eq!(response.status(), 503, "{path}");
+        assert!(response.headers().contains_key("retry-after"), "{path}");
+        assert_eq!(
+            json_of(response).await["code"],
+            "store_unavailable",
+            "{path}"
+        );
+    }
+    let refused = cluster.enqueue(1, "during", 1).await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(
+        cluster.get(1, "/health").await.status(),
+        200,
+        "liveness holds"
+    );
+
+    cluster.redis.restart().await;
+    for instance in [0, 1] {
+        eventually("the instance is ready again", || async {
+            cluster.get(instance, "/ready").await.status() == 200
+        })
+        .await;
+    }
+    assert_eq!(cluster.enqueue(0, "after", 1).await.status(), 200);
+    let next = next_events(&mut stream, 1).await;
+    assert!(
+        next[0].1.contains(r#""task":"after""#),
+        "the open stream resumed: {next:?}"
+    );
+    let status = json_of(cluster.get(1, "/queue/status").await).await;
+    assert_eq!(
+        status["size"], 2,
+        "the task acknowledged before the outage is kept"
+    );
+    assert_eq!(
+        cluster.with_token(1, "/protected", &token).await.status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn through_nginx_the_instances_behave_as_one_server() {
+    let cluster = Cluster::start(
+        2,
+        &[
+            ("TRUSTED_PROXIES", "127.0.0.1/32"),
+            ("NOTIFY_INTERVAL_MS", "200"),
+        ],
+    )
+    .await;
+    let upstreams: Vec<_> = cluster.instances.iter().map(|i| i.addr).collect();
+    let nginx = Nginx::start(&upstreams).await;
+    let client = &cluster.client;
+
+    // Logout through the proxy, then every following request (round robin: both instances).
+    let login: Value = client
+        .post(nginx.url("/login"))
+        .json(&json!({"username": "admin", "password": "admin123"}))
         .send()
         .await
         .expect("sent")
-        .json::<serde_json::Value>()
+        .json()
         .await
         .expect("JSON");
-    assert_eq!(
-        status["size"], 0,
-        "the POST was not sent to the live instance"
-    );
-}
-
-#[tokio::test]
-async fn nginx_refuses_a_body_over_the_limit_in_json() {
-    let instances = instances(&[]).await;
-    let nginx = Nginx::start(&addrs(&instances)).await;
-    let task = "x".repeat(70_000);
-    let response = reqwest::Client::new()
-        .post(nginx.url("/enqueue"))
-        .json(&json!({"task": task, "priority": 1}))
+    let token = login["token"].as_str().expect("a token");
+    let logout = client
+        .post(nginx.url("/logout"))
+        .bearer_auth(token)
         .send()
+        .await;
+    assert_eq!(logout.expect("sent").status(), 200);
+    for _ in 0..4 {
+        let refused = client
+            .get(nginx.url("/protected"))
+            .bearer_auth(token)
+            .send()
+            .await;
+        assert_eq!(refused.expect("sent").status(), 401);
+    }
+
+    // Several seconds of events through the proxy: every notification, in order, no gap.
+    let mut stream = open_sse_url(client, &nginx.url("/notifications"), None).await;
+    stream.next().await.expect("the connected message");
+    let events = next_events(&mut stream, 12).await;
+    let ids: Vec<u64> = events.iter().map(|(id, _)| *id).collect();
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "no gap: {ids:?}");
+
+    // A short load through the proxy: no error, every answer a 2xx.
+    let oha = common::system::installed("oha", "cargo install oha --locked");
+    let output = tokio::process::Command::new(oha)
+        .args([
+            "--no-tui",
+            "--output-format",
+            "json",
+            // Requests in flight at the deadline finish instead of counting as errors.
+            "-w",
+            "-z",
+            "2s",
+            "-c",
+            "16",
+        ])
+        .arg(nginx.url("/queue/status"))
+        .output()
         .await
-        .expect("sent");
-    error_body(response, 413, "payload_too_large").await;
-}
-
-/// The `location = <path> { ... }` block of the rendered configuration.
-fn location_block<'a>(config: &'a str, path: &str) -> &'a str {
-    let start = config
-        .find(&format!("location = {path} {{"))
-        .unwrap_or_else(|| panic!("a location for {path}"));
-    let end = config[start..].find('}').expect("the block ends");
-    &config[start..start + end]
-}
-
-/// The value of `directive` in `block`, e.g. `1h` for `proxy_read_timeout 1h;`.
-fn directive<'a>(block: &'a str, name: &str) -> Option<&'a str> {
-    block
-        .lines()
-        .map(str::trim)
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .map(|value| value.trim_end_matches(';').trim())
-}
-
-/// An nginx time (`90`, `90s`, `15m`, `1h`) in seconds.
-fn nginx_seconds(value: &str) -> u64 {
-    let (number, unit) = value.split_at(
-        value
-            .find(|c: char| c.is_alphabetic())
-            .unwrap_or(value.len()),
-    );
-    let number: u64 = number.parse().expect("a number of units");
-    number
-        * match unit {
-            "" | "s" => 1,
-            "m" => 60,
-            "h" => 3600,
-            "d" => 86_400,
-            other => panic!("unexpected time unit {other}"),
-        }
-}
-
-#[test]
-fn the_nginx_configuration_keeps_event_streams_open_and_unbuffered() {
-    let dir = Path::new("/run/backflow");
-    let config = render_config(8080, &["127.0.0.1:3001".parse().expect("addr")], dir, dir);
-    let server = &config[config.find("server {").expect("a server block")..];
-    assert_eq!(directive(server, "proxy_http_version"), Some("1.1"));
-    assert_eq!(
-        directive(server, "proxy_set_header Connection"),
-        Some(r#""""#)
-    );
-    assert_eq!(
-        directive(server, "proxy_set_header X-Forwarded-For"),
-        Some("$proxy_add_x_forwarded_for")
-    );
-    assert_eq!(
-        directive(server, "proxy_next_upstream"),
-        Some("error timeout"),
-        "non-idempotent requests are never sent twice"
-    );
-    let limit = backflow::Config::from_pairs([])
-        .expect("defaults")
-        .body_limit_bytes;
-    assert_eq!(
-        directive(server, "client_max_body_size"),
-        Some(format!("{}k", limit / 1024).as_str()),
-        "nginx's body limit is BODY_LIMIT_BYTES"
-    );
-    assert!(
-        config.contains("keepalive 64;"),
-        "connections to the instances are reused"
-    );
-
-    let events = location_block(&config, "/notifications");
-    assert_eq!(directive(events, "proxy_buffering"), Some("off"));
-    let read_timeout = nginx_seconds(directive(events, "proxy_read_timeout").expect("set"));
-    let keepalive = backflow::Config::from_pairs([])
-        .expect("defaults")
-        .sse_keepalive;
-    assert!(
-        read_timeout > 60 && read_timeout > 10 * keepalive.as_secs(),
-        "an idle event stream outlives nginx's default 60 s and many keep-alive comments"
-    );
-    assert_eq!(
-        directive(location_block(&config, "/stream"), "proxy_buffering"),
-        Some("off")
-    );
-    assert!(
-        TEMPLATE
-            .lines()
-            .filter(|line| !line.trim_start().starts_with('#'))
-            .all(|line| !line.contains("non_idempotent")),
-        "POSTs are not retried on another instance"
-    );
-}
-
-#[tokio::test]
-async fn redis_helper_serves_dies_and_returns_on_the_same_port() {
-    let mut redis = RedisServer::start().await;
-    assert!(redis.ping().await);
-    let url = redis.url();
-    assert!(url.starts_with("redis://127.0.0.1:"), "{url}");
-
-    redis.kill();
-    assert!(!redis.ping().await, "a killed server does not answer");
-    redis.restart().await;
-    assert!(redis.ping().await);
-    assert_eq!(redis.url(), url, "the same URL after a restart");
-
-    let other = RedisServer::start_with(Persistence::AppendOnly).await;
-    assert_ne!(
-        other.port(),
-        redis.port(),
-        "each test server has its own port"
-    );
-    assert!(other.ping().await);
-    assert!(
-        other.log().contains("Ready to accept connections"),
-        "{}",
-        other.log()
-    );
-
-    let (a, b) = (unique_prefix("queue order"), unique_prefix("queue order"));
-    assert_ne!(a, b);
-    assert!(a.starts_with("test-queue-order-"), "{a}");
-    let long = unique_prefix(&"a very long test name ".repeat(10));
-    assert!(long.len() <= 50, "{long}");
-    let config = backflow::Config::from_pairs([("REDIS_PREFIX", long.as_str())]);
-    assert!(config.is_ok(), "REDIS_PREFIX accepts {long}");
+        .expect("oha runs");
+    let report: Value = serde_json::from_slice(&output.stdout).expect("oha's JSON report");
+    let statuses = report["statusCodeDistribution"]
+        .as_object()
+        .expect("statuses");
+    assert!(statuses.keys().all(|code| code == "200"), "{statuses:?}");
+    assert!(statuses["200"].as_u64().unwrap_or(0) > 100, "{statuses:?}");
+    let errors = report["errorDistribution"].as_object().expect("errors");
+    assert!(errors.is_empty(), "{errors:?}");
 }

@@ -73,7 +73,7 @@ impl Nginx {
         let config = render_config(port, upstreams, dir.path(), dir.path());
         let config_path = dir.path().join("nginx.conf");
         std::fs::write(&config_path, config).expect("nginx.conf written");
-        let child = Command::new(system::installed("nginx"))
+        let child = Command::new(system::installed("nginx", "apt-get install nginx"))
             .arg("-p")
             .arg(dir.path())
             .arg("-c")

@@ -159,7 +159,10 @@ fn command(port: u16, persistence: Persistence, dir: &Path, log: &Path) -> Comma
         Persistence::None => "no",
         Persistence::AppendOnly => "yes",
     };
-    let mut command = Command::new(system::installed("redis-server"));
+    let mut command = Command::new(system::installed(
+        "redis-server",
+        "apt-get install redis-server",
+    ));
     command
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", appendonly])

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 /// Where Debian puts the programs the harness runs; `/usr/sbin` is often not on a user's `PATH`.
 const SYSTEM_DIRS: [&str; 4] = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin"];
 
-/// The path of `program`. Panics, saying how to install it, when it is not installed: a test
-/// that needs a real Redis or nginx fails rather than passing without having run.
-pub fn installed(program: &str) -> PathBuf {
+/// The path of `program`. Panics, saying how to install it (`install`), when it is not
+/// installed: a test that needs a real Redis, nginx or load generator fails rather than passing
+/// without having run.
+pub fn installed(program: &str, install: &str) -> PathBuf {
     let path_dirs = std::env::var_os("PATH")
         .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
         .unwrap_or_default();
@@ -23,8 +24,7 @@ pub fn installed(program: &str) -> PathBuf {
         .unwrap_or_else(|| {
             panic!(
                 "`{program}` is not installed, and this test runs a real one. Install it with \
-                 `apt-get install redis-server nginx` (Debian packages; `.ci/run` installs them \
-                 when they are missing)."
+                 `{install}` (`.ci/run` installs it when it is missing)."
             )
         })
 }
