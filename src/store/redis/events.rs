@@ -36,15 +36,7 @@ use crate::store::StoreError;
 
 /// KEYS: id counter, stream. ARGV: members, timestamp, stream length (0: keep none), channel.
 /// Returns the event's id.
-const PUBLISH: &str = r#"
-local id = string.format('%d', redis.call('INCR', KEYS[1]))
-local data = '{"id":' .. id .. ',' .. ARGV[1] .. ',"timestamp":"' .. ARGV[2] .. '"}'
-if tonumber(ARGV[3]) > 0 then
-  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], id .. '-0', 'd', data)
-end
-redis.call('PUBLISH', ARGV[4], id .. ' ' .. data)
-return tonumber(id)
-"#;
+const PUBLISH: &str = include_str!("lua/publish.lua");
 
 /// Delays between attempts to subscribe again while Redis is unreachable.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);

@@ -17,26 +17,10 @@ use crate::events::NotifierLease;
 use crate::store::StoreError;
 
 /// KEYS: lease. ARGV: holder, lifetime in ms. Returns 1 when the caller holds the lease.
-const HOLD: &str = r"
-local holder = redis.call('GET', KEYS[1])
-if holder == false then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-if holder == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-";
+const HOLD: &str = include_str!("lua/hold_lease.lua");
 
 /// KEYS: lease. ARGV: holder. Deletes the lease if the caller holds it.
-const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-";
+const RELEASE: &str = include_str!("lua/release_lease.lua");
 
 /// This instance's claim on the notification lease.
 pub struct RedisLease {

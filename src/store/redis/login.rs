@@ -17,24 +17,7 @@ use crate::auth::rate_limit::{BudgetError, LoginFailures, RetryAfter, client_key
 
 /// KEYS: the client's budget. ARGV: interval between units in ms, burst, `check` or `spend`.
 /// Returns 0 when allowed (and spent, for `spend`), or the milliseconds to wait.
-const BUDGET: &str = r"
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local interval = tonumber(ARGV[1])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then
-  tat = now
-end
-local wait = tat - now - (tonumber(ARGV[2]) - 1) * interval
-if wait > 0 then
-  return wait
-end
-if ARGV[3] == 'spend' then
-  local next_tat = tat + interval
-  redis.call('SET', KEYS[1], string.format('%d', next_tat), 'PX', string.format('%d', next_tat - now))
-end
-return 0
-";
+const BUDGET: &str = include_str!("lua/login_budget.lua");
 
 /// Failed-login budgets kept in Redis.
 pub struct RedisLoginFailures {

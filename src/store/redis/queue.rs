@@ -22,24 +22,10 @@ const ARRIVAL_DIGITS: usize = 20;
 
 /// KEYS: queue, arrival counter. ARGV: priority, task JSON, capacity.
 /// Returns {1, size} when added, {0, size} when full.
-const ENQUEUE: &str = r"
-local size = redis.call('ZCARD', KEYS[1])
-if size >= tonumber(ARGV[3]) then
-  return {0, size}
-end
-local arrival = redis.call('INCR', KEYS[2])
-redis.call('ZADD', KEYS[1], ARGV[1], string.format('%020d', arrival) .. ARGV[2])
-return {1, size + 1}
-";
+const ENQUEUE: &str = include_str!("lua/enqueue.lua");
 
 /// KEYS: queue. Returns {member, size after} or nil when empty.
-const DEQUEUE: &str = r"
-local popped = redis.call('ZPOPMIN', KEYS[1])
-if #popped == 0 then
-  return false
-end
-return {popped[1], redis.call('ZCARD', KEYS[1])}
-";
+const DEQUEUE: &str = include_str!("lua/dequeue.lua");
 
 /// The queue kept in Redis.
 pub struct RedisQueue {

@@ -20,18 +20,7 @@ use crate::store::StoreError;
 
 /// KEYS: revoked set. ARGV: jti, exp, purge below this exp, capacity.
 /// Returns {1, size} when revoked, {0, size} when already revoked, {-1, size} when full.
-const REVOKE: &str = r"
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
-local size = redis.call('ZCARD', KEYS[1])
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  return {0, size}
-end
-if size >= tonumber(ARGV[4]) then
-  return {-1, size}
-end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-return {1, size + 1}
-";
+const REVOKE: &str = include_str!("lua/revoke.lua");
 
 /// The revocation list kept in Redis.
 pub struct RedisRevocations {
