@@ -16,7 +16,10 @@
 # STORE=memory, and the routes that touch the store (/protected, enqueue + dequeue) run on both
 # in every round, so the cost of durability is a ratio measured minutes apart at most. A third
 # server (STORE=embedded, FSYNC_COMMITS=true) takes POST /enqueue alone at full concurrency:
-# the rate of synced enqueues. Writes benches/results/load.json and docs/load.svg.
+# the rate of synced enqueues. A fourth (STORE=redis, on a redis-server of the script's own)
+# runs the store's routes too, and redis-benchmark then runs the very scripts and commands
+# those routes send, as the ceiling of what Redis itself does here. Writes
+# benches/results/load.json and docs/load.svg.
 #
 # Usage: benches/load.sh
 #   DURATION=10s (in seconds) CONNECTIONS=64 ROUNDS=3 PREFILL=300000 HEAVY_N=35 PROBE_RATE=200 by default.
@@ -71,12 +74,30 @@ INFO_PORT=$(free_port)
 start_backflow "$INFO_PORT" RUST_LOG=backflow=info
 INFO_PID=$LAST_PID
 
+command -v redis-server >/dev/null || { echo "redis-server is required (apt-get install redis-server redis-tools)" >&2; exit 1; }
+new_data_dir
+REDIS_PORT=$(free_port)
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$NEW_DIR" \
+  >"$RESULTS/redis.log" 2>&1 &
+PIDS+=($!)
+REDIS_PID=$!
+until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
+REDIS_BF_PORT=$(free_port)
+start_backflow "$REDIS_BF_PORT" STORE=redis REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
+  REDIS_PREFIX=bench "${LIMITS[@]}"
+REDIS_BF_PID=$LAST_PID
+REDIS_BASE="http://127.0.0.1:$REDIS_BF_PORT"
+echo "pre-filling the Redis store's queue with $PREFILL tasks over HTTP" >&2
+oha --no-tui --output-format quiet -n "$PREFILL" -c "$CONNECTIONS" -m POST \
+  -H 'content-type: application/json' -d '{"task":"prefill","priority":5}' "$REDIS_BASE/enqueue" >/dev/null
+
 token_of() {
   curl -fsS -X POST "$1/login" -H 'content-type: application/json' \
     -d '{"username":"admin","password":"admin123"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])'
 }
 TOKEN=$(token_of "$BASE")
 MEMORY_TOKEN=$(token_of "$MEMORY_BASE")
+REDIS_TOKEN=$(token_of "$REDIS_BASE")
 
 # run_oha NAME ROUND [oha args...]: -w lets requests in flight at the deadline finish, so they
 # are not counted as errors.
@@ -115,10 +136,11 @@ measure_pair() {
 oha --no-tui --output-format quiet -z 2s -c "$CONNECTIONS" "http://127.0.0.1:$FLOOR_PORT/health" >/dev/null
 oha --no-tui --output-format quiet -z 2s -c "$CONNECTIONS" "$BASE/health" >/dev/null
 oha --no-tui --output-format quiet -z 2s -c "$CONNECTIONS" "$MEMORY_BASE/health" >/dev/null
+oha --no-tui --output-format quiet -z 2s -c "$CONNECTIONS" "$REDIS_BASE/health" >/dev/null
 
 HALF=$((CONNECTIONS / 2))
 for round in $(seq 1 "$ROUNDS"); do
-  echo "round $round/$ROUNDS: floor, floor pair, /health, /queue/status, /protected and enqueue+dequeue (embedded, memory), synced enqueues, /health at info" >&2
+  echo "round $round/$ROUNDS: floor, floor pair, /health, /queue/status, /protected and enqueue+dequeue (embedded, memory, redis), synced enqueues, /health at info" >&2
   measure floor "$round" "$FLOOR_PID" -c "$CONNECTIONS" "http://127.0.0.1:$FLOOR_PORT/health"
   # The floor driven like the enqueue + dequeue pair below.
   measure_pair floor_pair "$round" "$FLOOR_PID" \
@@ -131,11 +153,41 @@ for round in $(seq 1 "$ROUNDS"); do
   measure_pair enqueue_dequeue "$round" "$SERVER_PID" enqueue "$BASE/enqueue" dequeue "$BASE/dequeue"
   measure_pair enqueue_dequeue_memory "$round" "$MEMORY_PID" \
     enqueue_memory "$MEMORY_BASE/enqueue" dequeue_memory "$MEMORY_BASE/dequeue"
+  measure protected_redis "$round" "$REDIS_BF_PID" -c "$CONNECTIONS" -H "Authorization: Bearer $REDIS_TOKEN" "$REDIS_BASE/protected"
+  measure_pair enqueue_dequeue_redis "$round" "$REDIS_BF_PID" \
+    enqueue_redis "$REDIS_BASE/enqueue" dequeue_redis "$REDIS_BASE/dequeue"
   # Every connection enqueues: each answer waits for an fsync, shared by a batch.
   measure enqueue_fsync "$round" "$FSYNC_PID" -c "$CONNECTIONS" -m POST \
     -H 'content-type: application/json' -d "$ENQUEUE_BODY" "$FSYNC_BASE/enqueue"
   measure health_info "$round" "$INFO_PID" -c "$CONNECTIONS" "http://127.0.0.1:$INFO_PORT/health"
 done
+
+# What Redis itself does here with the commands the routes send, at the same concurrency, on
+# keys of another prefix: GET /protected sends one ZSCORE; an enqueue + dequeue pair runs the
+# enqueue and dequeue scripts once and the event-publishing script twice.
+echo "redis-benchmark: ZSCORE and the store's scripts at $CONNECTIONS connections" >&2
+LUA="$ROOT/src/store/redis/lua"
+rcli() { redis-cli -p "$REDIS_PORT" "$@"; }
+SHA_ENQUEUE=$(rcli SCRIPT LOAD "$(cat "$LUA/enqueue.lua")")
+SHA_DEQUEUE=$(rcli SCRIPT LOAD "$(cat "$LUA/dequeue.lua")")
+SHA_PUBLISH=$(rcli SCRIPT LOAD "$(cat "$LUA/publish.lua")")
+RB_REQUESTS=$((CONNECTIONS * 4000))
+# rbench NAME COMMAND...: requests/s of COMMAND (its CSV line's name is the command, unescaped,
+# so the rate is read from the right).
+rbench() {
+  local name=$1; shift
+  redis-benchmark -p "$REDIS_PORT" -c "$CONNECTIONS" -n "$RB_REQUESTS" --csv "$@" \
+    | python3 -c 'import sys; print(sys.stdin.read().splitlines()[-1].rsplit(",", 7)[1].strip("\""))' \
+    >"$RESULTS/redis-bench-$name.txt"
+}
+rcli ZADD "{rb:revoked}" 4000000000 member >/dev/null
+rbench zscore ZSCORE "{rb:revoked}" member
+TASK_JSON='{"id":"00000000-0000-4000-8000-000000000000","task":"load","priority":5,"enqueuedAtMs":0}'
+rbench enqueue EVALSHA "$SHA_ENQUEUE" 2 "{rb:queue}" "{rb:queue}:arrivals" 5 "$TASK_JSON" 100000000
+rbench dequeue EVALSHA "$SHA_DEQUEUE" 1 "{rb:queue}"
+EVENT='"type":"info","message":"Task enqueued: load","event":"queue.enqueued","taskId":"00000000-0000-4000-8000-000000000000","task":"load","priority":5,"queueSize":1'
+rbench publish EVALSHA "$SHA_PUBLISH" 2 "{rb:events}:ids" "{rb:events}" "$EVENT" \
+  "2026-01-01T00:00:00.000000000Z" 1000 "rb:events"
 
 # /health as a monitor would probe it: a fixed rate, latency corrected for coordinated omission.
 echo "/health probed at $PROBE_RATE/s, idle, then while /heavy-task-worker?n=$HEAVY_N saturates the pool" >&2
