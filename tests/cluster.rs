@@ -262,6 +262,43 @@ async fn a_logout_on_one_instance_is_refused_by_every_instance_at_once() {
 }
 
 #[tokio::test]
+async fn concurrent_checks_each_get_the_answer_for_their_own_token() {
+    let cluster = Cluster::start(2, &[("LOGIN_SUCCESS_MAX_PER_MINUTE", "1000")]).await;
+    let mut tokens = Vec::new();
+    for n in 0..12 {
+        let token = cluster.login(n % 2).await;
+        let revoked = n % 3 == 0;
+        if revoked {
+            assert_eq!(
+                cluster.with_token(n % 2, "/logout", &token).await.status(),
+                200
+            );
+        }
+        tokens.push((token, revoked));
+    }
+    // Checks arriving together are answered by one batched round trip: each must still get
+    // its own token's answer.
+    let answers = futures_util::stream::iter(0..240)
+        .map(|n| {
+            let (token, revoked) = &tokens[n % tokens.len()];
+            let cluster = &cluster;
+            async move {
+                let status = cluster
+                    .with_token(n % 2, "/protected", token)
+                    .await
+                    .status();
+                (status.as_u16(), *revoked)
+            }
+        })
+        .buffer_unordered(48)
+        .collect::<Vec<_>>()
+        .await;
+    for (status, revoked) in answers {
+        assert_eq!(status, if revoked { 401 } else { 200 });
+    }
+}
+
+#[tokio::test]
 async fn revocations_leave_redis_when_their_token_expires() {
     let cluster = Cluster::start(2, &[("JWT_TTL_SECONDS", "1")]).await;
     let token = cluster.login(0).await;

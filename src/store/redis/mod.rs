@@ -3,8 +3,8 @@
 //!
 //! - [`queue`]: one priority queue, a sorted set scored by priority whose members sort by
 //!   arrival within a score; each change is one server-side script (atomic, one round trip);
-//! - [`revocations`]: a sorted set of revoked token ids scored by expiry; a check is one
-//!   `ZSCORE`;
+//! - [`revocations`]: a sorted set of revoked token ids scored by expiry; concurrent checks share
+//!   one `ZMSCORE`;
 //! - [`events`]: global event ids, a capped stream for replay, and one subscription per
 //!   instance fanned out to its local clients;
 //! - [`lease`]: which instance produces the periodic notifications;

@@ -1,15 +1,19 @@
 //! The cluster's revocation list: a sorted set of token ids (16 bytes each) scored by the
 //! token's `exp`.
 //!
-//! A check is one `ZSCORE`: a single cheap round trip, and a logout answered by any instance is
-//! seen by every instance's next check. Expired entries are removed by score range, by the sweep
-//! of every instance and before each revocation, so the set holds live revocations only; the
-//! revocation script also enforces `REVOCATION_LIST_MAX` atomically.
+//! Every authenticated request checks its token here, so checks are batched: the checks that
+//! arrive while one round trip is under way are answered together by the next one, a single
+//! `ZMSCORE` with every token id (see [`Checks`]). A request therefore costs at most one round
+//! trip, shared with every request that arrived at the same time, and a logout answered by any
+//! instance is seen by every instance's next check. Expired entries are removed by score range,
+//! by the sweep of every instance and before each revocation, so the set holds live revocations
+//! only; the revocation script also enforces `REVOCATION_LIST_MAX` atomically.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures_util::future::{self, BoxFuture};
 use redis::Script;
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::Redis;
@@ -22,6 +26,9 @@ use crate::store::StoreError;
 /// Returns {1, size} when revoked, {0, size} when already revoked, {-1, size} when full.
 const REVOKE: &str = include_str!("lua/revoke.lua");
 
+/// Most token ids checked by one `ZMSCORE`.
+const MAX_CHECKS_PER_ROUND_TRIP: usize = 512;
+
 /// The revocation list kept in Redis.
 pub struct RedisRevocations {
     redis: Redis,
@@ -29,17 +36,94 @@ pub struct RedisRevocations {
     revoke: Script,
     expiry: Expiry,
     last_len: AtomicUsize,
+    checks: Checks,
 }
 
 impl RedisRevocations {
+    /// The list, with its check batcher running until this value is dropped.
     pub(super) fn new(redis: Redis, capacity: usize) -> Self {
         Self {
+            checks: Checks::start(redis.clone()),
             redis,
             capacity,
             revoke: Script::new(REVOKE),
             expiry: Expiry::new(LEEWAY_SECONDS),
             last_len: AtomicUsize::new(0),
         }
+    }
+}
+
+/// A check waiting for its batch: the token id and where its `exp` (if revoked) goes.
+type Check = (Uuid, oneshot::Sender<Result<Option<u64>, StoreError>>);
+
+/// The batcher of revocation checks: one task takes every check waiting (up to
+/// [`MAX_CHECKS_PER_ROUND_TRIP`]), asks Redis for all of them in one `ZMSCORE`, answers each,
+/// and starts over. Under load the batches grow with the concurrency, so Redis and this instance
+/// do one command's work for many requests; alone, a check waits for nothing but its own round
+/// trip. The task ends when the list is dropped.
+struct Checks {
+    sender: mpsc::UnboundedSender<Check>,
+}
+
+impl Checks {
+    fn start(redis: Redis) -> Self {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(run_checks(redis, receiver));
+        Self { sender }
+    }
+
+    /// The `exp` of `jti` if it is revoked.
+    async fn exp_of(&self, jti: Uuid) -> Result<Option<u64>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send((jti, reply))
+            .map_err(|_| StoreError::new("the revocation checks stopped"))?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err(StoreError::new("the revocation checks stopped")))
+    }
+}
+
+async fn run_checks(redis: Redis, mut receiver: mpsc::UnboundedReceiver<Check>) {
+    let mut batch: Vec<Check> = Vec::with_capacity(MAX_CHECKS_PER_ROUND_TRIP);
+    while receiver
+        .recv_many(&mut batch, MAX_CHECKS_PER_ROUND_TRIP)
+        .await
+        > 0
+    {
+        let key = &redis.keys.revoked;
+        let ids: Vec<&[u8]> = batch
+            .iter()
+            .map(|(jti, _)| jti.as_bytes().as_slice())
+            .collect();
+        let scores = redis
+            .run(|mut connection| async move {
+                redis::cmd("ZMSCORE")
+                    .arg(key)
+                    .arg(&ids)
+                    .query_async::<Vec<Option<f64>>>(&mut connection)
+                    .await
+            })
+            .await;
+        match scores {
+            // Scores are Unix seconds written from integers: exact in an f64.
+            Ok(scores) if scores.len() == batch.len() => {
+                for ((_, reply), score) in batch.drain(..).zip(scores) {
+                    let _ = reply.send(Ok(score.map(|exp| exp as u64)));
+                }
+            }
+            Ok(_) => answer_all(
+                &mut batch,
+                &StoreError::new("redis: ZMSCORE answered short"),
+            ),
+            Err(err) => answer_all(&mut batch, &err),
+        }
+    }
+}
+
+fn answer_all(batch: &mut Vec<Check>, err: &StoreError) {
+    for (_, reply) in batch.drain(..) {
+        let _ = reply.send(Err(err.clone()));
     }
 }
 
@@ -82,19 +166,7 @@ impl RevocationStore for RedisRevocations {
 
     fn is_revoked(&self, jti: Uuid, now: u64) -> BoxFuture<'_, Result<bool, StoreError>> {
         Box::pin(async move {
-            let key = &self.redis.keys.revoked;
-            let exp: Option<u64> = self
-                .redis
-                .run(|mut connection| async move {
-                    redis::cmd("ZSCORE")
-                        .arg(key)
-                        .arg(jti.as_bytes().as_slice())
-                        .query_async::<Option<f64>>(&mut connection)
-                        .await
-                        // Scores are Unix seconds written from integers: exact in an f64.
-                        .map(|score| score.map(|exp| exp as u64))
-                })
-                .await?;
+            let exp = self.checks.exp_of(jti).await?;
             Ok(exp.is_some_and(|exp| self.expiry.in_force(exp, now)))
         })
     }
