@@ -410,6 +410,10 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "stand-in routes to observe the layers, not routes of the API"
+    )]
     async fn each_answer_is_logged_once_in_its_request_span_with_its_id() {
         let captured = Captured::default();
         let writer = captured.clone();
