@@ -44,6 +44,8 @@ struct Registry {
     handle: PrometheusHandle,
     /// Request series already registered, by route.
     requests: RwLock<HashMap<Box<str>, Vec<RequestSeries>>>,
+    /// Run before each render: see [`Metrics::refresh_on_render`].
+    refreshers: RwLock<Vec<Box<dyn Fn() + Send + Sync>>>,
 }
 
 /// The two metrics of one (method, route, status).
@@ -94,6 +96,7 @@ impl Metrics {
                 recorder,
                 handle,
                 requests: RwLock::default(),
+                refreshers: RwLock::default(),
             }),
         }
     }
@@ -163,8 +166,27 @@ impl Metrics {
         series.push(new);
     }
 
+    /// Runs `refresh` before every render: for gauges that mirror state kept elsewhere and are
+    /// worth computing only when someone reads them (open connections by state).
+    pub fn refresh_on_render(&self, refresh: impl Fn() + Send + Sync + 'static) {
+        self.inner
+            .refreshers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Box::new(refresh));
+    }
+
     /// The registry in Prometheus text format.
     pub fn render(&self) -> String {
+        for refresh in self
+            .inner
+            .refreshers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            refresh();
+        }
         self.inner.handle.render()
     }
 
