@@ -201,6 +201,12 @@ pub struct Config {
     pub body_limit_bytes: usize,
     /// `SHUTDOWN_TIMEOUT_SECONDS`: how long in-flight requests may run after a stop signal.
     pub shutdown_timeout: Duration,
+    /// `MAX_CONNECTIONS`: open TCP connections; at the cap, idle ones are closed to admit new
+    /// ones. `None` until [`Config::fit_to_fd_limit`] sizes it from the file-descriptor limit.
+    pub max_connections: Option<usize>,
+    /// `FIRST_REQUEST_TIMEOUT_SECONDS`: how long a new connection may take to send its first
+    /// complete request head.
+    pub first_request_timeout: Duration,
     /// `HEADER_READ_TIMEOUT_SECONDS`: longest wait for a request's headers, which is also how
     /// long an idle keep-alive connection stays open.
     pub header_read_timeout: Duration,
@@ -220,8 +226,11 @@ pub struct Config {
     pub stream_max_items: u64,
     /// `NOTIFY_INTERVAL_MS`: period of the notification producer.
     pub notify_interval: Duration,
-    /// `SSE_MAX_CONNECTIONS`: open event-stream cap.
+    /// `SSE_MAX_CONNECTIONS`: open event-stream cap (at most `MAX_CONNECTIONS`).
     pub sse_max_connections: usize,
+    /// Whether `SSE_MAX_CONNECTIONS` was set, rather than defaulted: only the default is lowered
+    /// to fit `MAX_CONNECTIONS`.
+    sse_max_connections_set: bool,
     /// `SSE_REPLAY_BUFFER`: events retained for `Last-Event-ID`.
     pub sse_replay_buffer: usize,
     /// `SSE_KEEPALIVE_SECONDS`: period of keep-alive comments on event streams.
@@ -382,6 +391,12 @@ impl Config {
                 0..=3600,
                 10,
             )?),
+            max_connections: env.int_opt("MAX_CONNECTIONS", 1..=MAX_CONNECTIONS_CEILING)?,
+            first_request_timeout: Duration::from_secs(env.int(
+                "FIRST_REQUEST_TIMEOUT_SECONDS",
+                1..=3600,
+                10,
+            )?),
             header_read_timeout: Duration::from_secs(env.int(
                 "HEADER_READ_TIMEOUT_SECONDS",
                 1..=3600,
@@ -408,7 +423,12 @@ impl Config {
                 1..=86_400_000,
                 2000,
             )?),
-            sse_max_connections: env.int("SSE_MAX_CONNECTIONS", 0..=1_000_000, 10_000)?,
+            sse_max_connections: env.int(
+                "SSE_MAX_CONNECTIONS",
+                0..=1_000_000,
+                DEFAULT_SSE_MAX_CONNECTIONS,
+            )?,
+            sse_max_connections_set: env.get("SSE_MAX_CONNECTIONS").is_some(),
             sse_replay_buffer: env.int("SSE_REPLAY_BUFFER", 0..=1_000_000, 1000)?,
             sse_keepalive: Duration::from_secs(env.int("SSE_KEEPALIVE_SECONDS", 1..=15, 15)?),
             heavy_pool: env
@@ -449,6 +469,80 @@ impl Config {
     pub fn is_development(&self) -> bool {
         self.app_env == AppEnv::Development
     }
+
+    /// Settles `MAX_CONNECTIONS` for a process allowed `fd_limit` open files (`None`: no limit
+    /// is known), and checks `SSE_MAX_CONNECTIONS` against it. Called once at start-up, after
+    /// the limit was raised as far as it goes.
+    ///
+    /// Unset, `MAX_CONNECTIONS` is the limit minus [`FD_RESERVE`]. An `SSE_MAX_CONNECTIONS` set
+    /// above it is refused, since those streams could never all be open; its default (10 000) is
+    /// lowered to it instead, so the server starts on a machine with the common limit of 1 024.
+    /// Returns what deserves a warning in the log.
+    pub fn fit_to_fd_limit(&mut self, fd_limit: Option<u64>) -> Result<Vec<String>, ConfigError> {
+        let mut warnings = Vec::new();
+        let (max, origin) = match (self.max_connections, fd_limit) {
+            (Some(max), Some(limit)) => {
+                let fits = default_max_connections(limit);
+                if max > fits {
+                    warnings.push(format!(
+                        "MAX_CONNECTIONS={max} is more than the limit of {limit} open files \
+                         leaves for connections ({fits}); when descriptors run out, idle \
+                         connections are closed to make room"
+                    ));
+                }
+                (max, String::new())
+            }
+            (Some(max), None) => (max, String::new()),
+            (None, Some(limit)) => (
+                default_max_connections(limit),
+                format!(", the limit of {limit} open files minus a reserve"),
+            ),
+            (None, None) => (MAX_CONNECTIONS_CEILING, String::new()),
+        };
+        if self.sse_max_connections > max {
+            if self.sse_max_connections_set {
+                return Err(ConfigError::new(
+                    "SSE_MAX_CONNECTIONS",
+                    format!(
+                        "{} is more than MAX_CONNECTIONS ({max}{origin}); lower it, or raise \
+                         MAX_CONNECTIONS or the open-file limit (ulimit -n)",
+                        self.sse_max_connections
+                    ),
+                ));
+            }
+            warnings.push(format!(
+                "SSE_MAX_CONNECTIONS lowered from its default {} to MAX_CONNECTIONS ({max}{origin})",
+                self.sse_max_connections
+            ));
+            self.sse_max_connections = max;
+        }
+        self.max_connections = Some(max);
+        Ok(warnings)
+    }
+}
+
+/// File descriptors that the default of `MAX_CONNECTIONS` leaves for everything else the server
+/// opens: the listener, the standard streams and the runtime's own (epoll, wake-ups); files in
+/// `DATA_DIR` and the store's connections (a database, its journal and shared memory, Redis
+/// connections); the pipes of `/heavy-task-child` workers (up to four each while one starts);
+/// and the sockets the server holds past the cap for a moment (up to 32 idle connections being
+/// closed to make room, up to 32 refused ones being answered). At most a quarter of a small
+/// limit.
+pub const FD_RESERVE: usize = 256;
+
+/// Largest `MAX_CONNECTIONS` accepted, and its value when no open-file limit is known.
+pub const MAX_CONNECTIONS_CEILING: usize = 10_000_000;
+
+/// `SSE_MAX_CONNECTIONS` when unset.
+pub const DEFAULT_SSE_MAX_CONNECTIONS: usize = 10_000;
+
+/// The default of `MAX_CONNECTIONS` for a process allowed `fd_limit` open files: the limit
+/// minus [`FD_RESERVE`] (a quarter of it when that is less), at least one.
+pub fn default_max_connections(fd_limit: u64) -> usize {
+    let limit = usize::try_from(fd_limit)
+        .unwrap_or(usize::MAX)
+        .min(MAX_CONNECTIONS_CEILING);
+    (limit - FD_RESERVE.min(limit / 4)).max(1)
 }
 
 /// Typed access to one lookup function; empty values count as unset.
@@ -483,14 +577,26 @@ impl Env<'_> {
     where
         T: FromStr + PartialOrd + fmt::Display + Copy,
     {
+        Ok(self.int_opt(name, range)?.unwrap_or(default))
+    }
+
+    /// Like [`Env::int`], for a setting whose default is decided later.
+    fn int_opt<T>(
+        &self,
+        name: &'static str,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Result<Option<T>, ConfigError>
+    where
+        T: FromStr + PartialOrd + fmt::Display + Copy,
+    {
         let expected = format!("an integer in {}..={}", range.start(), range.end());
         match self.parse::<T>(name, &expected)? {
-            Some(v) if range.contains(&v) => Ok(v),
+            Some(v) if range.contains(&v) => Ok(Some(v)),
             Some(v) => Err(ConfigError::new(
                 name,
                 format!("{v} is out of range; expected {expected}"),
             )),
-            None => Ok(default),
+            None => Ok(None),
         }
     }
 
@@ -596,6 +702,83 @@ mod tests {
         assert_eq!(err.var, "PORT");
         assert!(err.to_string().starts_with("invalid configuration: PORT:"));
         assert!(!err.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn max_connections_default_keeps_a_reserve_of_the_fd_limit() {
+        assert_eq!(default_max_connections(1024), 1024 - FD_RESERVE);
+        assert_eq!(default_max_connections(1_048_576), 1_048_576 - FD_RESERVE);
+        // A small limit keeps three quarters for connections.
+        assert_eq!(default_max_connections(256), 192);
+        assert_eq!(default_max_connections(3), 3);
+        assert_eq!(default_max_connections(0), 1);
+        assert_eq!(
+            default_max_connections(u64::MAX),
+            MAX_CONNECTIONS_CEILING - FD_RESERVE
+        );
+    }
+
+    #[test]
+    fn connection_settings_are_fitted_to_the_fd_limit() {
+        let mut config = Config::from_pairs([]).expect("defaults are valid");
+        assert_eq!(config.max_connections, None);
+        let warnings = config.fit_to_fd_limit(Some(65_536)).expect("fits");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(config.max_connections, Some(65_536 - FD_RESERVE));
+        assert_eq!(config.sse_max_connections, DEFAULT_SSE_MAX_CONNECTIONS);
+        assert_eq!(config.first_request_timeout, Duration::from_secs(10));
+
+        let mut config = Config::from_pairs([]).expect("defaults are valid");
+        config.fit_to_fd_limit(None).expect("fits");
+        assert_eq!(config.max_connections, Some(MAX_CONNECTIONS_CEILING));
+
+        let mut config = Config::from_pairs([("MAX_CONNECTIONS", "5000")]).expect("valid");
+        let warnings = config
+            .fit_to_fd_limit(Some(1024))
+            .expect("fits, with a warning");
+        assert_eq!(config.max_connections, Some(5000));
+        assert!(
+            warnings[0].starts_with("MAX_CONNECTIONS=5000"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn the_default_stream_cap_is_lowered_to_a_small_fd_limit() {
+        let mut config = Config::from_pairs([]).expect("defaults are valid");
+        let warnings = config.fit_to_fd_limit(Some(1024)).expect("starts");
+        assert_eq!(config.max_connections, Some(768));
+        assert_eq!(config.sse_max_connections, 768);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("SSE_MAX_CONNECTIONS"), "{warnings:?}");
+
+        let mut config = Config::from_pairs([("MAX_CONNECTIONS", "100")]).expect("valid");
+        config.fit_to_fd_limit(Some(65_536)).expect("starts");
+        assert_eq!(config.sse_max_connections, 100);
+    }
+
+    #[test]
+    fn a_stream_cap_set_above_max_connections_is_refused() {
+        let mut config = Config::from_pairs([("SSE_MAX_CONNECTIONS", "5000")]).expect("valid");
+        let err = config.fit_to_fd_limit(Some(1024)).unwrap_err();
+        assert_eq!(err.var, "SSE_MAX_CONNECTIONS");
+        assert!(err.to_string().contains("768"), "{err}");
+        assert!(!err.to_string().contains('\n'));
+
+        let mut config =
+            Config::from_pairs([("SSE_MAX_CONNECTIONS", "200"), ("MAX_CONNECTIONS", "100")])
+                .expect("valid");
+        let err = config.fit_to_fd_limit(None).unwrap_err();
+        assert_eq!(err.var, "SSE_MAX_CONNECTIONS");
+
+        let mut config =
+            Config::from_pairs([("SSE_MAX_CONNECTIONS", "100"), ("MAX_CONNECTIONS", "100")])
+                .expect("valid");
+        assert!(config.fit_to_fd_limit(Some(1024)).expect("fits").is_empty());
+        let err = Config::from_pairs([("MAX_CONNECTIONS", "0")]).unwrap_err();
+        assert_eq!(err.var, "MAX_CONNECTIONS");
+        let err = Config::from_pairs([("FIRST_REQUEST_TIMEOUT_SECONDS", "0")]).unwrap_err();
+        assert_eq!(err.var, "FIRST_REQUEST_TIMEOUT_SECONDS");
     }
 
     #[test]
