@@ -57,7 +57,7 @@ static KNOWN_METHODS: [Method; 9] = [
 ];
 
 /// Headers added to every response that does not set them itself.
-const SECURITY_HEADERS: [(HeaderName, HeaderValue); 5] = [
+pub(crate) const SECURITY_HEADERS: [(HeaderName, HeaderValue); 5] = [
     (
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

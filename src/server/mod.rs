@@ -1,9 +1,10 @@
 //! Binding, serving and the graceful stop.
 //!
-//! [`Application::build`] binds the listener first (port 0 picks a free port, which is how the
-//! tests start real servers side by side) and reports the address it got. [`Application::run`]
-//! serves until the [`Shutdown`] fires, then: stops accepting, lets in-flight requests finish up
-//! to `SHUTDOWN_TIMEOUT_SECONDS` (event streams end by themselves on the same signal), drops
+//! [`Application::build`] raises the process's open-file limit, sizes `MAX_CONNECTIONS` from
+//! it, binds the listener (port 0 picks a free port, which is how the tests start real servers
+//! side by side) and reports the address it got. [`Application::run`] serves until the
+//! [`Shutdown`] fires, then: stops accepting, lets in-flight requests finish up to
+//! `SHUTDOWN_TIMEOUT_SECONDS` (event streams end by themselves on the same signal), drops
 //! whatever is still running (which kills child processes), waits for background tasks and
 //! closes the store.
 //!
@@ -12,23 +13,29 @@
 //! buffer of its own and hands them back to hyper in a second read; hyper then grows its read
 //! buffer to 16 KiB and copies it, which costs every open connection (an event stream above
 //! all) 8 KiB of resident memory for nothing. Serving HTTP/1.1 alone also lets the server set
-//! `TCP_NODELAY` (each event is one small write that must leave at once) and a deadline for
-//! request headers.
+//! `TCP_NODELAY` (each event is one small write that must leave at once) and deadlines for
+//! request heads.
+//!
+//! Idle connections never stop the server from answering: every connection is registered with
+//! what it is doing (`registry`), and when `MAX_CONNECTIONS` is reached or the process runs
+//! out of file descriptors (`accept`), the idle ones are closed to admit new ones; when none
+//! is idle, the newcomer gets a `503 server_busy` at once.
 
-use std::convert::Infallible;
+mod accept;
+mod connection;
+mod fd_limit;
+mod registry;
+
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ConnectInfo;
-use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tower::ServiceExt;
 
+use self::accept::{Accepted, Acceptor};
+use self::connection::ConnectionService;
+use self::registry::ConnectionRegistry;
 use crate::app::{AppState, StartupError, build_router};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -44,8 +51,10 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds `HOST:PORT`, opens the configured stores, builds the state and the router.
-    pub async fn build(config: Config) -> Result<Self, StartupError> {
+    /// Raises the open-file limit and sizes the connection caps from it, binds `HOST:PORT`,
+    /// opens the configured stores, builds the state and the router.
+    pub async fn build(mut config: Config) -> Result<Self, StartupError> {
+        size_connections(&mut config)?;
         let (listener, local_addr) = bind(&config).await?;
         let state = AppState::new(config, Shutdown::new()).await?;
         Ok(Self::assemble(listener, local_addr, state))
@@ -53,10 +62,11 @@ impl Application {
 
     /// Like [`Application::build`] over stores already open (tests wrap them to inject faults).
     pub async fn build_with_stores(
-        config: Config,
+        mut config: Config,
         metrics: Metrics,
         stores: Stores,
     ) -> Result<Self, StartupError> {
+        size_connections(&mut config)?;
         let (listener, local_addr) = bind(&config).await?;
         let state = AppState::with_stores(config, Shutdown::new(), metrics, stores)?;
         Ok(Self::assemble(listener, local_addr, state))
@@ -99,12 +109,7 @@ impl Application {
         let deadline = state.config.shutdown_timeout;
         tracing::info!(%local_addr, "listening");
 
-        let serve = serve(
-            listener,
-            router,
-            state.config.header_read_timeout,
-            shutdown.clone(),
-        );
+        let serve = serve(listener, router, &state);
         let drain_deadline = async {
             shutdown.wait().await;
             tokio::time::sleep(deadline).await;
@@ -129,6 +134,20 @@ impl Application {
     }
 }
 
+/// Raises the open-file limit as far as it goes and fits `MAX_CONNECTIONS` and
+/// `SSE_MAX_CONNECTIONS` to what it got.
+fn size_connections(config: &mut Config) -> Result<(), StartupError> {
+    for warning in config.fit_to_fd_limit(fd_limit::raise_open_file_limit())? {
+        tracing::warn!("{warning}");
+    }
+    tracing::info!(
+        max_connections = config.max_connections,
+        sse_max_connections = config.sse_max_connections,
+        "connection limits"
+    );
+    Ok(())
+}
+
 /// The listener on `HOST:PORT`, and the address it got (port 0 picks a free one).
 async fn bind(config: &Config) -> Result<(TcpListener, SocketAddr), StartupError> {
     let addr = SocketAddr::new(config.host, config.port);
@@ -141,71 +160,48 @@ async fn bind(config: &Config) -> Result<(TcpListener, SocketAddr), StartupError
     Ok((listener, local_addr))
 }
 
-/// Pause after an accept error that is not the client's (too many open files, for example),
-/// so the loop does not spin while the process is out of resources.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
-
-/// Accepts connections until `shutdown` fires, then asks every open connection to finish its
-/// current response and close, and returns when all have.
+/// Accepts connections until the stop signal, then asks every open connection to close (at
+/// once if it has not sent a request, after its current response otherwise), and returns when
+/// all have.
 ///
-/// A client gets `header_read_timeout` to send a request's headers; a connection that stays
-/// silent that long between two requests is closed too, so idle or stalled connections
-/// (slowloris) cannot pile up.
-async fn serve(
-    listener: TcpListener,
-    router: Router,
-    header_read_timeout: Duration,
-    shutdown: Shutdown,
-) {
+/// A new connection gets `FIRST_REQUEST_TIMEOUT_SECONDS` to send its first request head; after
+/// that, hyper gives each request head `HEADER_READ_TIMEOUT_SECONDS`, which also closes a
+/// keep-alive connection silent that long, so stalled connections (slowloris) cannot pile up.
+async fn serve(listener: TcpListener, router: Router, state: &AppState) {
+    let config = &state.config;
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
-    let connections = GracefulShutdown::new();
+        .header_read_timeout(config.header_read_timeout);
+    let max_connections = config
+        .max_connections
+        .expect("Application::build sizes MAX_CONNECTIONS");
+    let registry = ConnectionRegistry::new(max_connections, &state.metrics);
+    let mut acceptor = Acceptor::new(listener, &state.metrics);
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    accept_failed(&err).await;
-                    continue;
-                }
-            },
-            () = shutdown.wait() => break,
+        let Accepted {
+            stream,
+            peer,
+            out_of_files,
+        } = tokio::select! {
+            accepted = acceptor.accept(&registry) => accepted,
+            () = state.shutdown.wait() => break,
         };
-        let connection =
-            http.serve_connection(TokioIo::new(stream_ready(stream)), service(&router, peer));
-        let connection = connections.watch(connection);
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(%peer, error = %err, "connection ended with an error");
-            }
-        });
+        let Some(registration) = registry.admit(out_of_files) else {
+            acceptor.refuse(stream);
+            continue;
+        };
+        let service = ConnectionService::new(router.clone(), peer, registration.slot().clone());
+        let connection = http.serve_connection(TokioIo::new(stream_ready(stream)), service);
+        tokio::spawn(connection::drive(
+            connection,
+            registration,
+            config.first_request_timeout,
+            peer,
+        ));
     }
-    drop(listener);
-    connections.shutdown().await;
-}
-
-/// The router as hyper calls it for one connection, with the client's address available to
-/// handlers through axum's `ConnectInfo`.
-fn service(
-    router: &Router,
-    peer: SocketAddr,
-) -> TowerToHyperService<
-    impl tower::Service<
-        axum::http::Request<Incoming>,
-        Response = axum::response::Response,
-        Error = Infallible,
-        Future: Send,
-    > + Clone
-    + Send
-    + 'static,
-> {
-    TowerToHyperService::new(router.clone().map_request(
-        move |mut request: axum::http::Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
-            request
-        },
-    ))
+    drop(acceptor);
+    registry.stop();
+    registry.wait_until_empty().await;
 }
 
 /// Sends small writes at once instead of waiting to coalesce them (Nagle's algorithm): every
@@ -215,20 +211,6 @@ fn stream_ready(stream: TcpStream) -> TcpStream {
         tracing::debug!(error = %err, "could not set TCP_NODELAY");
     }
     stream
-}
-
-/// Logs an accept error; pauses unless it concerned only the one connection.
-async fn accept_failed(err: &std::io::Error) {
-    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-    if matches!(
-        err.kind(),
-        ConnectionAborted | ConnectionRefused | ConnectionReset
-    ) {
-        tracing::debug!(error = %err, "connection failed before it was accepted");
-    } else {
-        tracing::error!(error = %err, "accept failed; pausing before the next accept");
-        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-    }
 }
 
 /// Builds and runs a server until SIGINT or SIGTERM.

@@ -1,0 +1,493 @@
+//! Every open connection and what it is doing, so that room can be made when there is none.
+//!
+//! The accept loop registers each connection it takes and gets a [`Slot`] for it: one atomic
+//! word that the connection's own service updates as requests come and go, and a wake-up
+//! through which the connection is asked to close. A request therefore costs a few stores to its
+//! own connection's word and no lock; the registry's lock is taken when a connection opens and
+//! when it closes, and when room is made or `/metrics` is read.
+//!
+//! A connection is in one [`Phase`]. Only connections that are doing nothing (`New`: no
+//! complete request head yet, `Idle`: keep-alive between requests) are ever closed to make
+//! room, least recently used first, as nginx does with its idle keep-alive connections; a
+//! request in flight or an event stream never is. "Least recently used" is measured with the
+//! registry's count of accepted connections, stamped into the word when a connection becomes
+//! idle: room is only ever made when a connection arrives, so a clock that moves only then is
+//! all the ordering needs, and a request reads it with one relaxed load instead of the time.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use metrics::Counter;
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
+
+use crate::metrics::Metrics;
+
+/// Most idle connections closed at once to admit one: room for the next arrivals too, so a
+/// flood at the cap does not scan every connection for each of them (nginx closes up to 32).
+const ROOM_BATCH_MAX: usize = 32;
+
+/// Least time between two warnings that the cap or the open-file limit was reached.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// The `state` label of `http_connections_open`, for each [`Phase::state`].
+const STATES: [&str; 5] = ["new", "active", "idle", "sse", "closing"];
+
+/// Bits of a slot's word that hold the phase; the rest hold the stamp.
+const PHASE_BITS: u32 = 3;
+
+/// What a connection is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Accepted; no complete request head yet.
+    New,
+    /// A request is being handled, or its response is still being sent.
+    Active,
+    /// Keep-alive, between two requests.
+    Idle,
+    /// Sending an event stream.
+    Streaming,
+    /// Asked to close before it sent a request: nothing was answered, it is dropped at once.
+    ClosingNew,
+    /// Asked to close after a response: the response is finished, then the connection closed.
+    Closing,
+}
+
+impl Phase {
+    const ALL: [Self; 6] = [
+        Self::New,
+        Self::Active,
+        Self::Idle,
+        Self::Streaming,
+        Self::ClosingNew,
+        Self::Closing,
+    ];
+
+    /// Its place in [`STATES`].
+    fn state(self) -> usize {
+        match self {
+            Self::New => 0,
+            Self::Active => 1,
+            Self::Idle => 2,
+            Self::Streaming => 3,
+            Self::ClosingNew | Self::Closing => 4,
+        }
+    }
+
+    /// The phase a connection doing nothing moves to when asked to close.
+    fn closing(self) -> Option<Self> {
+        match self {
+            Self::New => Some(Self::ClosingNew),
+            Self::Idle => Some(Self::Closing),
+            _ => None,
+        }
+    }
+}
+
+fn word(stamp: u64, phase: Phase) -> u64 {
+    (stamp << PHASE_BITS) | phase as u64
+}
+
+fn phase_of(word: u64) -> Phase {
+    Phase::ALL[(word & ((1 << PHASE_BITS) - 1)) as usize]
+}
+
+fn stamp_of(word: u64) -> u64 {
+    word >> PHASE_BITS
+}
+
+/// One connection's phase and its wake-up, shared by its task, its service and the registry.
+pub(super) struct Slot {
+    word: AtomicU64,
+    close: Notify,
+    /// The registry's count of accepted connections.
+    clock: Arc<AtomicU64>,
+}
+
+impl Slot {
+    /// A request head arrived. Stored over a pending close too: the connection task then
+    /// finishes this request before it closes.
+    pub(super) fn request_started(&self) {
+        self.word.store(word(0, Phase::Active), Relaxed);
+    }
+
+    /// The response is an event stream.
+    pub(super) fn streaming(&self) {
+        self.word.store(word(0, Phase::Streaming), Relaxed);
+    }
+
+    /// The response body was sent, or dropped.
+    pub(super) fn response_finished(&self) {
+        let now = self.clock.load(Relaxed);
+        self.word.store(word(now, Phase::Idle), Relaxed);
+    }
+
+    pub(super) fn phase(&self) -> Phase {
+        phase_of(self.word.load(Relaxed))
+    }
+
+    /// Moves a connection that has not sent a request yet to [`Phase::ClosingNew`]; `false` if
+    /// it has, or is already closing.
+    pub(super) fn expire_new(&self) -> bool {
+        let seen = self.word.load(Relaxed);
+        phase_of(seen) == Phase::New && self.try_close(seen)
+    }
+
+    /// Completes when the connection is asked to close (made room for, or the server stops).
+    pub(super) fn close_requested(&self) -> Notified<'_> {
+        self.close.notified()
+    }
+
+    /// Moves the word from `seen`, a phase that may be closed, to its closing phase, unless a
+    /// request changed it meanwhile.
+    fn try_close(&self, seen: u64) -> bool {
+        let Some(closing) = phase_of(seen).closing() else {
+            return false;
+        };
+        self.word
+            .compare_exchange(seen, word(stamp_of(seen), closing), Relaxed, Relaxed)
+            .is_ok()
+    }
+}
+
+/// The open connections of one server, and its `MAX_CONNECTIONS`.
+pub(super) struct ConnectionRegistry {
+    open: Mutex<Open>,
+    clock: Arc<AtomicU64>,
+    /// Notified whenever a connection has closed.
+    closed: Notify,
+    max: usize,
+    made_room: Counter,
+    first_request_timeouts: Counter,
+}
+
+struct Open {
+    slots: HashMap<u64, Entry>,
+    /// Entries asked to close to make room that have not closed yet: no longer counted
+    /// against the cap.
+    closing: usize,
+    last_warning: Option<Instant>,
+}
+
+struct Entry {
+    slot: Arc<Slot>,
+    closing: bool,
+}
+
+/// A registered connection; dropping it (when the connection's task ends) unregisters it.
+pub(super) struct Registration {
+    registry: Arc<ConnectionRegistry>,
+    id: u64,
+    slot: Arc<Slot>,
+}
+
+impl Registration {
+    pub(super) fn slot(&self) -> &Arc<Slot> {
+        &self.slot
+    }
+
+    /// Counts a connection closed because its first request head did not come in time.
+    pub(super) fn first_request_timed_out(&self) {
+        self.registry.first_request_timeouts.increment(1);
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.remove(self.id);
+    }
+}
+
+impl ConnectionRegistry {
+    /// A registry for at most `max` connections, whose counts `metrics` shows.
+    pub(super) fn new(max: usize, metrics: &Metrics) -> Arc<Self> {
+        let registry = Arc::new(Self {
+            open: Mutex::new(Open {
+                slots: HashMap::new(),
+                closing: 0,
+                last_warning: None,
+            }),
+            clock: Arc::default(),
+            closed: Notify::new(),
+            max,
+            made_room: metrics.counter("http_connections_closed_total", &[("reason", "make_room")]),
+            first_request_timeouts: metrics.counter(
+                "http_connections_closed_total",
+                &[("reason", "first_request_timeout")],
+            ),
+        });
+        export_census(&registry, metrics);
+        registry
+    }
+
+    /// Registers a new connection; at the cap, or when the process is `out_of_files`, first
+    /// closes idle ones to make room. `None` when none could be closed: the new connection
+    /// cannot be served.
+    pub(super) fn admit(self: &Arc<Self>, out_of_files: bool) -> Option<Registration> {
+        let mut open = self.lock();
+        let full = out_of_files || open.slots.len() - open.closing >= self.max;
+        if full && self.close_idle(&mut open) == 0 {
+            return None;
+        }
+        let id = self.clock.fetch_add(1, Relaxed) + 1;
+        let slot = Arc::new(Slot {
+            word: AtomicU64::new(word(id, Phase::New)),
+            close: Notify::new(),
+            clock: self.clock.clone(),
+        });
+        open.slots.insert(
+            id,
+            Entry {
+                slot: slot.clone(),
+                closing: false,
+            },
+        );
+        Some(Registration {
+            registry: self.clone(),
+            id,
+            slot,
+        })
+    }
+
+    /// Closes a batch of idle connections, whether or not the cap is reached (the process ran
+    /// out of resources).
+    pub(super) fn make_room(&self) {
+        self.close_idle(&mut self.lock());
+    }
+
+    /// Completes when a connection closes after this call.
+    pub(super) fn closed(&self) -> Notified<'_> {
+        self.closed.notified()
+    }
+
+    /// Asks every connection to close: at once if it has not sent a request, after its
+    /// current response otherwise.
+    pub(super) fn stop(&self) {
+        let open = self.lock();
+        for entry in open.slots.values() {
+            let seen = entry.slot.word.load(Relaxed);
+            if phase_of(seen) == Phase::New {
+                entry.slot.try_close(seen);
+            }
+            entry.slot.close.notify_one();
+        }
+    }
+
+    /// Completes once every connection has closed.
+    pub(super) async fn wait_until_empty(&self) {
+        loop {
+            let closed = self.closed();
+            if self.lock().slots.is_empty() {
+                return;
+            }
+            closed.await;
+        }
+    }
+
+    /// Open connections by state, in the order of [`STATES`].
+    fn census(&self) -> [usize; STATES.len()] {
+        let mut counts = [0; STATES.len()];
+        for entry in self.lock().slots.values() {
+            counts[entry.slot.phase().state()] += 1;
+        }
+        counts
+    }
+
+    fn close_idle(&self, open: &mut Open) -> usize {
+        let candidates = open
+            .slots
+            .iter()
+            .filter(|(_, entry)| !entry.closing)
+            .map(|(&id, entry)| (id, entry.slot.word.load(Relaxed)));
+        let mut closed = 0;
+        for (id, seen) in least_recently_used(candidates) {
+            let entry = open.slots.get_mut(&id).expect("the victim was just listed");
+            if entry.slot.try_close(seen) {
+                entry.closing = true;
+                entry.slot.close.notify_one();
+                closed += 1;
+            }
+        }
+        open.closing += closed;
+        self.made_room.increment(closed as u64);
+        let now = Instant::now();
+        if open
+            .last_warning
+            .is_none_or(|last| now.duration_since(last) >= WARN_EVERY)
+        {
+            open.last_warning = Some(now);
+            let open_connections = open.slots.len();
+            if closed == 0 {
+                tracing::warn!(
+                    open_connections,
+                    max = self.max,
+                    "no connection is idle; new connections are refused until one closes"
+                );
+            } else {
+                tracing::warn!(
+                    open_connections,
+                    max = self.max,
+                    closed,
+                    "closing idle connections to make room"
+                );
+            }
+        }
+        closed
+    }
+
+    fn remove(&self, id: u64) {
+        {
+            let mut open = self.lock();
+            if open.slots.remove(&id).is_some_and(|entry| entry.closing) {
+                open.closing -= 1;
+            }
+        }
+        self.closed.notify_waiters();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Open> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The connections to close to make room, among `(id, word)` pairs: those doing nothing,
+/// least recently used first (the oldest stamp; among equal stamps the oldest connection), an
+/// eighth of them, between 1 and [`ROOM_BATCH_MAX`].
+fn least_recently_used(candidates: impl Iterator<Item = (u64, u64)>) -> Vec<(u64, u64)> {
+    let mut idle: Vec<(u64, u64)> = candidates
+        .filter(|&(_, seen)| phase_of(seen).closing().is_some())
+        .collect();
+    let batch = (idle.len() / 8).clamp(1, ROOM_BATCH_MAX).min(idle.len());
+    if batch == 0 {
+        return idle;
+    }
+    let age = |&(id, seen): &(u64, u64)| (stamp_of(seen), id);
+    idle.select_nth_unstable_by_key(batch - 1, age);
+    idle.truncate(batch);
+    idle.sort_unstable_by_key(age);
+    idle
+}
+
+/// Sets `http_connections_open{state}` from the registry each time the metrics are read.
+fn export_census(registry: &Arc<ConnectionRegistry>, metrics: &Metrics) {
+    let registry: Weak<ConnectionRegistry> = Arc::downgrade(registry);
+    let gauges = STATES.map(|state| metrics.gauge("http_connections_open", &[("state", state)]));
+    metrics.refresh_on_render(move || {
+        if let Some(registry) = registry.upgrade() {
+            for (gauge, count) in gauges.iter().zip(registry.census()) {
+                gauge.set(count as f64);
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(chosen: &[(u64, u64)]) -> Vec<u64> {
+        chosen.iter().map(|&(id, _)| id).collect()
+    }
+
+    #[test]
+    fn only_connections_doing_nothing_are_chosen_least_recently_used_first() {
+        let connections = [
+            (1, word(1, Phase::Active)),
+            (2, word(50, Phase::Idle)),
+            (3, word(3, Phase::Streaming)),
+            (4, word(4, Phase::New)),
+            (5, word(60, Phase::Idle)),
+            (6, word(6, Phase::Closing)),
+            (7, word(7, Phase::ClosingNew)),
+        ];
+        // Three idle or new: an eighth of them rounds up to the minimum of one, the oldest.
+        assert_eq!(ids(&least_recently_used(connections.into_iter())), [4]);
+        let busy = connections
+            .into_iter()
+            .filter(|&(_, w)| !matches!(phase_of(w), Phase::New | Phase::Idle));
+        assert!(least_recently_used(busy).is_empty());
+    }
+
+    #[test]
+    fn a_batch_is_an_eighth_of_the_idle_connections_at_most_32() {
+        let idle = |n: u64| (1..=n).rev().map(|id| (id, word(id, Phase::Idle)));
+        assert_eq!(
+            ids(&least_recently_used(idle(80))),
+            (1..=10).collect::<Vec<_>>()
+        );
+        assert_eq!(least_recently_used(idle(10_000)).len(), ROOM_BATCH_MAX);
+        // Equal stamps: the connection accepted first goes first.
+        let same_stamp = (10..20).map(|id| (id, word(7, Phase::Idle)));
+        assert_eq!(ids(&least_recently_used(same_stamp)), [10]);
+    }
+
+    #[test]
+    fn a_request_keeps_its_connection_from_being_closed() {
+        let clock = Arc::new(AtomicU64::new(9));
+        let slot = Slot {
+            word: AtomicU64::new(word(1, Phase::New)),
+            close: Notify::new(),
+            clock,
+        };
+        let seen = slot.word.load(Relaxed);
+        slot.request_started();
+        assert!(
+            !slot.try_close(seen),
+            "the request arrived after the choice"
+        );
+        assert!(!slot.expire_new());
+        slot.streaming();
+        assert_eq!(slot.phase(), Phase::Streaming);
+        slot.response_finished();
+        let seen = slot.word.load(Relaxed);
+        assert_eq!((phase_of(seen), stamp_of(seen)), (Phase::Idle, 9));
+        assert!(slot.try_close(seen));
+        assert_eq!(slot.phase(), Phase::Closing);
+    }
+
+    #[test]
+    fn at_the_cap_the_oldest_idle_connection_makes_room_and_busy_ones_never_do() {
+        let metrics = Metrics::new();
+        let registry = ConnectionRegistry::new(2, &metrics);
+        let first = registry.admit(false).expect("room");
+        let second = registry.admit(false).expect("room");
+        first.slot().request_started();
+        second.slot().request_started();
+        assert!(registry.admit(false).is_none(), "both are busy");
+        second.slot().response_finished();
+        let third = registry.admit(false).expect("the idle one made room");
+        assert_eq!(second.slot().phase(), Phase::Closing);
+        assert_eq!(first.slot().phase(), Phase::Active);
+        // The closing one no longer counts against the cap, but is still open.
+        assert_eq!(registry.census()[Phase::Closing.state()], 1);
+        drop(second);
+        assert_eq!(registry.census().iter().sum::<usize>(), 2);
+        assert_eq!(third.slot().phase(), Phase::New);
+        let text = metrics.render();
+        for expected in [
+            r#"http_connections_closed_total{reason="make_room"} 1"#,
+            r#"http_connections_open{state="new"} 1"#,
+            r#"http_connections_open{state="active"} 1"#,
+            r#"http_connections_open{state="closing"} 0"#,
+        ] {
+            assert!(text.contains(expected), "{expected} in {text}");
+        }
+    }
+
+    #[test]
+    fn out_of_descriptors_room_is_made_below_the_cap_too() {
+        let registry = ConnectionRegistry::new(10, &Metrics::new());
+        let busy = registry.admit(false).expect("room");
+        busy.slot().request_started();
+        assert!(
+            registry.admit(true).is_none(),
+            "the only connection is busy"
+        );
+        let silent = registry.admit(false).expect("below the cap");
+        assert!(registry.admit(true).is_some(), "the silent one made room");
+        assert_eq!(silent.slot().phase(), Phase::ClosingNew);
+        assert_eq!(busy.slot().phase(), Phase::Active);
+    }
+}
