@@ -31,7 +31,7 @@ use std::net::SocketAddr;
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use self::accept::{Accepted, Acceptor};
 use self::connection::ConnectionService;
@@ -55,7 +55,7 @@ impl Application {
     /// opens the configured stores, builds the state and the router.
     pub async fn build(mut config: Config) -> Result<Self, StartupError> {
         size_connections(&mut config)?;
-        let (listener, local_addr) = bind(&config).await?;
+        let (listener, local_addr) = bind(&config)?;
         let state = AppState::new(config, Shutdown::new()).await?;
         Ok(Self::assemble(listener, local_addr, state))
     }
@@ -67,7 +67,7 @@ impl Application {
         stores: Stores,
     ) -> Result<Self, StartupError> {
         size_connections(&mut config)?;
-        let (listener, local_addr) = bind(&config).await?;
+        let (listener, local_addr) = bind(&config)?;
         let state = AppState::with_stores(config, Shutdown::new(), metrics, stores)?;
         Ok(Self::assemble(listener, local_addr, state))
     }
@@ -149,15 +149,33 @@ fn size_connections(config: &mut Config) -> Result<(), StartupError> {
 }
 
 /// The listener on `HOST:PORT`, and the address it got (port 0 picks a free one).
-async fn bind(config: &Config) -> Result<(TcpListener, SocketAddr), StartupError> {
+fn bind(config: &Config) -> Result<(TcpListener, SocketAddr), StartupError> {
     let addr = SocketAddr::new(config.host, config.port);
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartupError::Bind { addr, source })?;
+    let listener = listen(addr).map_err(|source| StartupError::Bind { addr, source })?;
     let local_addr = listener
         .local_addr()
         .map_err(|source| StartupError::Bind { addr, source })?;
     Ok((listener, local_addr))
+}
+
+/// Connections the kernel queues for the server to take. A burst larger than the queue has its
+/// handshakes dropped, and each of those clients waits a second or more before it tries again,
+/// `/health` probes included. The kernel caps it at `net.core.somaxconn` (4096 by default since
+/// Linux 5.4); tokio's own default is 1024.
+const LISTEN_BACKLOG: u32 = 65_535;
+
+/// A listener on `addr` with [`LISTEN_BACKLOG`].
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does on Unix: a restart can listen again while the previous
+    // run's connections are still in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Accepts connections until the stop signal, then asks every open connection to close (at
@@ -174,7 +192,7 @@ async fn serve(listener: TcpListener, router: Router, state: &AppState) {
         .header_read_timeout(config.header_read_timeout);
     let max_connections = config
         .max_connections
-        .expect("Application::build sizes MAX_CONNECTIONS");
+        .expect("every way of building an Application sizes MAX_CONNECTIONS");
     let registry = ConnectionRegistry::new(max_connections, &state.metrics);
     let mut acceptor = Acceptor::new(listener, &state.metrics);
     loop {
