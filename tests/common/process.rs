@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -25,7 +26,12 @@ impl ServerProcess {
     /// Starts the binary with a clean environment plus `envs`, on a free loopback port, logging
     /// JSON; waits for its address. Panics with its output if it does not start.
     pub async fn start(envs: &[(&str, &str)]) -> Self {
-        match Self::try_start(envs).await {
+        Self::start_with_fd_limit(envs, None).await
+    }
+
+    /// Like [`ServerProcess::start`], under the open-file limit `fd_limit` when one is given.
+    pub async fn start_with_fd_limit(envs: &[(&str, &str)], fd_limit: Option<FdLimit>) -> Self {
+        match Self::try_start_with_fd_limit(envs, fd_limit).await {
             Ok(server) => server,
             Err(output) => panic!("the server did not start:\n{output}"),
         }
@@ -33,19 +39,20 @@ impl ServerProcess {
 
     /// Like [`ServerProcess::start`], returning what the process printed if it exits instead.
     pub async fn try_start(envs: &[(&str, &str)]) -> Result<Self, String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_backflow"))
-            .env_clear()
-            .envs([
-                ("HOST", "127.0.0.1"),
-                ("PORT", "0"),
-                ("LOG_FORMAT", "json"),
-                ("RUST_LOG", "backflow=info"),
-            ])
-            .envs(envs.iter().copied())
-            .stdin(Stdio::null())
+        Self::try_start_with_fd_limit(envs, None).await
+    }
+
+    async fn try_start_with_fd_limit(
+        envs: &[(&str, &str)],
+        fd_limit: Option<FdLimit>,
+    ) -> Result<Self, String> {
+        let envs: Vec<(&str, &str)> = [("RUST_LOG", "backflow=info")]
+            .into_iter()
+            .chain(envs.iter().copied())
+            .collect();
+        let mut child = server_command(&envs, fd_limit)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
             .spawn()
             .expect("the server binary starts");
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
@@ -123,21 +130,61 @@ impl ServerProcess {
 /// Runs the binary with a clean environment plus `envs`, expecting it to refuse to start;
 /// returns its exit status and standard error.
 pub async fn refused_start(envs: &[(&str, &str)]) -> (ExitStatus, String) {
-    let output = tokio::time::timeout(
-        START_GUARD,
-        Command::new(env!("CARGO_BIN_EXE_backflow"))
-            .env_clear()
-            .envs([("HOST", "127.0.0.1"), ("PORT", "0"), ("LOG_FORMAT", "json")])
-            .envs(envs.iter().copied())
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the server exits at once")
-    .expect("the server binary runs");
+    refused_start_with_fd_limit(envs, None).await
+}
+
+/// Like [`refused_start`], under the open-file limit `fd_limit` when one is given.
+pub async fn refused_start_with_fd_limit(
+    envs: &[(&str, &str)],
+    fd_limit: Option<FdLimit>,
+) -> (ExitStatus, String) {
+    let output = tokio::time::timeout(START_GUARD, server_command(envs, fd_limit).output())
+        .await
+        .expect("the server exits at once")
+        .expect("the server binary runs");
     (
         output.status,
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// An open-file limit (soft, hard) for a server process alone.
+pub type FdLimit = (u64, u64);
+
+/// The binary with a clean environment plus `envs`, on a free loopback port, logging JSON,
+/// killed when dropped. Under `fd_limit`, set in the child before it runs the binary, so the
+/// machine's own limits and this process's stay as they are.
+fn server_command(envs: &[(&str, &str)], fd_limit: Option<FdLimit>) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_backflow"));
+    command
+        .env_clear()
+        .envs([("HOST", "127.0.0.1"), ("PORT", "0"), ("LOG_FORMAT", "json")])
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    if let Some((soft, hard)) = fd_limit {
+        // SAFETY: runs in the forked child before exec, where only async-signal-safe calls are
+        // allowed: `setrlimit` is one system call and nothing here allocates.
+        unsafe {
+            command.pre_exec(move || {
+                let limit = Rlimit {
+                    current: Some(soft),
+                    maximum: Some(hard),
+                };
+                setrlimit(Resource::Nofile, limit).map_err(std::io::Error::from)
+            });
+        }
+    }
+    command
+}
+
+/// Raises this test process's own soft limit on open files to its hard limit, so that it can
+/// open thousands of sockets.
+pub fn raise_own_fd_limit() {
+    let Rlimit { maximum, .. } = getrlimit(Resource::Nofile);
+    let limit = Rlimit {
+        current: maximum,
+        maximum,
+    };
+    setrlimit(Resource::Nofile, limit).expect("the soft limit may be raised to the hard limit");
 }
