@@ -11,7 +11,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -21,6 +21,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, Response, header};
 use bytes::Bytes;
+use futures_util::future::OptionFuture;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -130,37 +131,42 @@ impl Drop for TrackedBody {
 
 /// Serves `connection` until it ends, or until it is asked to close or sends no request head
 /// within `first_request_timeout`.
-pub(super) async fn drive(
+pub(super) fn drive(
     connection: Connection,
     registration: Registration,
     first_request_timeout: Duration,
     peer: SocketAddr,
-) {
-    let slot = registration.slot();
-    let mut connection = pin!(connection);
-    let mut first_request = pin!(tokio::time::sleep(first_request_timeout));
-    let mut awaiting_first_request = true;
-    let ended = loop {
-        tokio::select! {
-            ended = connection.as_mut() => break ended,
-            () = &mut first_request, if awaiting_first_request => {
-                awaiting_first_request = false;
-                if slot.expire_new() {
-                    tracing::debug!(%peer, "no request head in time; connection closed");
-                    registration.first_request_timed_out();
-                    return;
+) -> impl Future<Output = ()> {
+    // Pinned on the heap before the task's future is made: an async fn would hold the
+    // connection twice in its state, as its argument and again pinned, which costs every open
+    // connection some 700 bytes.
+    let mut connection = Box::pin(connection);
+    async move {
+        let slot = registration.slot();
+        // Dropped once it fires, so that long-lived connections (event streams) do not keep it.
+        let mut first_request = Some(Box::pin(tokio::time::sleep(first_request_timeout)));
+        let ended = loop {
+            tokio::select! {
+                ended = connection.as_mut() => break ended,
+                Some(()) = OptionFuture::from(first_request.as_mut()), if first_request.is_some() => {
+                    first_request = None;
+                    if slot.expire_new() {
+                        tracing::debug!(%peer, "no request head in time; connection closed");
+                        registration.first_request_timed_out();
+                        return;
+                    }
+                }
+                () = slot.close_requested() => {
+                    if slot.phase() == Phase::ClosingNew {
+                        return;
+                    }
+                    connection.as_mut().graceful_shutdown();
+                    break connection.as_mut().await;
                 }
             }
-            () = slot.close_requested() => {
-                if slot.phase() == Phase::ClosingNew {
-                    return;
-                }
-                connection.as_mut().graceful_shutdown();
-                break connection.as_mut().await;
-            }
+        };
+        if let Err(err) = ended {
+            tracing::debug!(%peer, error = %err, "connection ended with an error");
         }
-    };
-    if let Err(err) = ended {
-        tracing::debug!(%peer, error = %err, "connection ended with an error");
     }
 }
