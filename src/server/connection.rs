@@ -22,7 +22,7 @@ use axum::extract::ConnectInfo;
 use axum::http::{Request, Response, header};
 use bytes::Bytes;
 use futures_util::future::OptionFuture;
-use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -85,10 +85,12 @@ impl Future for TrackedResponse {
             .slot
             .take()
             .expect("a future is not polled after it completes");
-        let is_event_stream = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|value| value.as_bytes().starts_with(EVENT_STREAM));
+        // A body of known length is never a stream: most answers skip the header lookup.
+        let is_event_stream = response.body().size_hint().exact().is_none()
+            && response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|value| value.as_bytes().starts_with(EVENT_STREAM));
         if is_event_stream {
             slot.streaming();
         }
