@@ -122,10 +122,10 @@ impl AppState {
         tasks.spawn(events::run_notifier(
             events.clone(),
             notifier,
-            config.notify_interval,
+            config.events.notify_interval,
             shutdown.clone(),
         ));
-        let subscribers = SubscriberLimit::new(config.sse_max_connections);
+        let subscribers = SubscriberLimit::new(config.events.sse_max_connections);
         let auth = Arc::new(AuthService::new(
             &config,
             revocations,
@@ -182,13 +182,18 @@ impl AppState {
 pub fn build_router(state: AppState) -> Router {
     let router =
         Router::from(served_routes(&state.config)).fallback(|| async { ApiError::RouteNotFound });
-    middleware::apply(router, &state.config.cors_origins, state.metrics.clone()).with_state(state)
+    middleware::apply(
+        router,
+        &state.config.server.cors_origins,
+        state.metrics.clone(),
+    )
+    .with_state(state)
 }
 
 /// Every route this configuration serves, each with its OpenAPI description: the one list that
 /// both the router and the document are made from.
 fn served_routes(config: &Config) -> OpenApiRouter<AppState> {
     routes::api_router().merge(routes::tasks::blocking_demo_router(
-        config.enable_blocking_demo,
+        config.compute.enable_blocking_demo,
     ))
 }

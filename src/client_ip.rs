@@ -170,6 +170,7 @@ where
         Ok(Self(
             state
                 .config
+                .server
                 .trusted_proxies
                 .client_of(peer.ip(), &parts.headers),
         ))

@@ -48,7 +48,7 @@ where
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let limit = AppState::from_ref(state).config.body_limit_bytes;
+        let limit = AppState::from_ref(state).config.server.body_limit_bytes;
         let body = read_body(req.into_body(), limit).await?;
         parse_json(&body).map(Self)
     }

@@ -44,7 +44,7 @@ fn serve() -> ExitCode {
         Ok(config) => config,
         Err(err) => return fail(&err),
     };
-    if let Err(err) = telemetry::init(config.log_format) {
+    if let Err(err) = telemetry::init(config.server.log_format) {
         return fail(&err);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -69,7 +69,7 @@ fn healthcheck() -> ExitCode {
         Ok(config) => config,
         Err(err) => return fail(&err),
     };
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, config.port));
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, config.server.port));
     let probe = || -> std::io::Result<bool> {
         let timeout = Duration::from_secs(2);
         let mut stream = TcpStream::connect_timeout(&addr, timeout)?;

@@ -150,17 +150,22 @@ impl IntoResponse for ApiDocument {
 /// Upper bounds that `Config` sets: the annotations cannot know them, so they are written here,
 /// into the parameters the handlers document.
 fn apply_configured_limits(api: &mut OpenApi, config: &Config) {
-    set_query_maximum(api, "/stream", "totalItems", config.stream_max_items);
-    set_query_maximum(api, "/heavy-task-child", "n", config.child_max_n);
-    set_query_maximum(api, "/heavy-task-worker", "n", config.worker_max_n);
+    set_query_maximum(api, "/stream", "totalItems", config.stream.max_items);
+    set_query_maximum(api, "/heavy-task-child", "n", config.compute.child_max_n);
+    set_query_maximum(api, "/heavy-task-worker", "n", config.compute.worker_max_n);
     set_query_default(
         api,
         "/heavy-task-worker",
         "pool",
-        config.heavy_pool.as_str(),
+        config.compute.pool.as_str(),
     );
-    if config.enable_blocking_demo {
-        set_query_maximum(api, "/heavy-task-blocking", "n", config.worker_max_n);
+    if config.compute.enable_blocking_demo {
+        set_query_maximum(
+            api,
+            "/heavy-task-blocking",
+            "n",
+            config.compute.worker_max_n,
+        );
     }
 }
 

@@ -33,10 +33,10 @@ async fn spawn_with(
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = test_config(dir.path(), &[]);
     if exe.is_some() {
-        config.worker_exe = exe;
+        config.compute.worker_exe = exe;
     }
     if let Some(timeout) = timeout {
-        config.heavy_timeout = timeout;
+        config.compute.timeout = timeout;
     }
     (spawn_config(config).await, dir)
 }

@@ -312,6 +312,7 @@ fn the_nginx_configuration_keeps_event_streams_open_and_unbuffered() {
     );
     let limit = backflow::Config::from_pairs([])
         .expect("defaults")
+        .server
         .body_limit_bytes;
     assert_eq!(
         directive(server, "client_max_body_size"),
@@ -328,6 +329,7 @@ fn the_nginx_configuration_keeps_event_streams_open_and_unbuffered() {
     let read_timeout = nginx_seconds(directive(events, "proxy_read_timeout").expect("set"));
     let keepalive = backflow::Config::from_pairs([])
         .expect("defaults")
+        .events
         .sse_keepalive;
     assert!(
         read_timeout > 60 && read_timeout > 10 * keepalive.as_secs(),

@@ -140,11 +140,11 @@ impl AuthService {
         events: Arc<dyn EventBus>,
     ) -> Self {
         let per_minute =
-            NonZeroU32::new(config.login_success_max_per_minute).unwrap_or(NonZeroU32::MIN);
+            NonZeroU32::new(config.auth.login_success_max_per_minute).unwrap_or(NonZeroU32::MIN);
         Self {
-            users: UserDirectory::new(&config.auth_users),
-            tokens: TokenCodec::new(&config.jwt_secret, config.jwt_ttl),
-            verified: VerifiedTokens::new(config.token_cache_capacity),
+            users: UserDirectory::new(&config.auth.users),
+            tokens: TokenCodec::new(&config.auth.jwt_secret, config.auth.jwt_ttl),
+            verified: VerifiedTokens::new(config.auth.token_cache_capacity),
             revocations,
             events,
             failures,
@@ -296,10 +296,10 @@ mod tests {
             &config,
             Arc::new(MemoryRevocations::new(
                 LEEWAY_SECONDS,
-                config.revocation_list_max,
+                config.auth.revocation_list_max,
             )),
             Arc::new(LoginRateLimiter::new(
-                NonZeroU32::new(config.login_max_per_minute).expect("non-zero"),
+                NonZeroU32::new(config.auth.login_max_per_minute).expect("non-zero"),
             )),
             Arc::new(MemoryEventBus::new(16)),
         )

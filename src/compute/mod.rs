@@ -157,14 +157,14 @@ pub struct ComputeSettings {
 impl ComputeSettings {
     /// The settings of `config`; the worker executable defaults to the running binary.
     pub fn from_config(config: &Config) -> Result<Self, PoolStartError> {
-        let worker_exe = match &config.worker_exe {
+        let worker_exe = match &config.compute.worker_exe {
             Some(path) => path.clone(),
             None => std::env::current_exe().map_err(PoolStartError::WorkerExe)?,
         };
         Ok(Self {
-            worker_threads: config.heavy_worker_threads,
-            max_inflight: config.heavy_max_inflight,
-            timeout: config.heavy_timeout,
+            worker_threads: config.compute.worker_threads,
+            max_inflight: config.compute.max_inflight,
+            timeout: config.compute.timeout,
             worker_exe,
         })
     }

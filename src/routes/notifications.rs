@@ -208,7 +208,7 @@ async fn notifications(
         .map(Ok::<_, Infallible>)
         .boxed();
     let keep_alive = KeepAlive::new()
-        .interval(state.config.sse_keepalive)
+        .interval(state.config.events.sse_keepalive)
         .text(KEEP_ALIVE_TEXT);
     let sse = Sse::new(SlotHeld {
         events,

@@ -175,7 +175,7 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
     match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
         Ok(Ok(())) => Ok(Json(Ready {
             status: "ready",
-            store: state.config.store.as_str(),
+            store: state.config.store.kind.as_str(),
         })),
         Ok(Err(err)) => Err(ApiError::Store(err)),
         Err(_) => Err(ApiError::Store(StoreError::new(format!(

@@ -142,7 +142,7 @@ async fn stream(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<StreamQuery>,
 ) -> Result<Response, ApiError> {
-    let spec = query.parse(state.config.stream_max_items)?;
+    let spec = query.parse(state.config.stream.max_items)?;
     let items = ItemStream::new(spec, StreamMeter::new(&state.metrics));
     Ok((
         [

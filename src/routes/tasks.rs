@@ -186,7 +186,7 @@ async fn heavy_task_child(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<HeavyTaskQuery>,
 ) -> Result<Json<HeavyTaskResponse>, ApiError> {
-    let n = parse_n(query.n.as_deref(), state.config.child_max_n)?;
+    let n = parse_n(query.n.as_deref(), state.config.compute.child_max_n)?;
     compute(&state, ComputeMethod::ChildProcess, n).await
 }
 
@@ -213,12 +213,12 @@ async fn heavy_task_worker(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<WorkerTaskQuery>,
 ) -> Result<Json<HeavyTaskResponse>, ApiError> {
-    let n = parse_n(query.n.as_deref(), state.config.worker_max_n)?;
+    let n = parse_n(query.n.as_deref(), state.config.compute.worker_max_n)?;
     let method = choice_param(
         "pool",
         query.pool.as_deref(),
         &POOLS,
-        state.config.heavy_pool.into(),
+        state.config.compute.pool.into(),
     )?;
     compute(&state, method, n).await
 }
@@ -245,6 +245,6 @@ async fn heavy_task_blocking(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<HeavyTaskQuery>,
 ) -> Result<Json<HeavyTaskResponse>, ApiError> {
-    let n = parse_n(query.n.as_deref(), state.config.worker_max_n)?;
+    let n = parse_n(query.n.as_deref(), state.config.compute.worker_max_n)?;
     compute(&state, ComputeMethod::AsyncRuntimeBlocking, n).await
 }

@@ -106,7 +106,7 @@ impl Application {
             local_addr,
         } = self;
         let shutdown = state.shutdown.clone();
-        let deadline = state.config.shutdown_timeout;
+        let deadline = state.config.server.shutdown_timeout;
         tracing::info!(%local_addr, "listening");
 
         let serve = serve(listener, router, &state);
@@ -141,8 +141,8 @@ fn size_connections(config: &mut Config) -> Result<(), StartupError> {
         tracing::warn!("{warning}");
     }
     tracing::info!(
-        max_connections = config.max_connections,
-        sse_max_connections = config.sse_max_connections,
+        max_connections = config.server.max_connections,
+        sse_max_connections = config.events.sse_max_connections,
         "connection limits"
     );
     Ok(())
@@ -150,7 +150,7 @@ fn size_connections(config: &mut Config) -> Result<(), StartupError> {
 
 /// The listener on `HOST:PORT`, and the address it got (port 0 picks a free one).
 fn bind(config: &Config) -> Result<(TcpListener, SocketAddr), StartupError> {
-    let addr = SocketAddr::new(config.host, config.port);
+    let addr = SocketAddr::new(config.server.host, config.server.port);
     let listener = listen(addr).map_err(|source| StartupError::Bind { addr, source })?;
     let local_addr = listener
         .local_addr()
@@ -189,8 +189,9 @@ async fn serve(listener: TcpListener, router: Router, state: &AppState) {
     let config = &state.config;
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout);
+        .header_read_timeout(config.server.header_read_timeout);
     let max_connections = config
+        .server
         .max_connections
         .expect("every way of building an Application sizes MAX_CONNECTIONS");
     let registry = ConnectionRegistry::new(max_connections, &state.metrics);
@@ -213,7 +214,7 @@ async fn serve(listener: TcpListener, router: Router, state: &AppState) {
         tokio::spawn(connection::drive(
             connection,
             registration,
-            config.first_request_timeout,
+            config.server.first_request_timeout,
             peer,
         ));
     }

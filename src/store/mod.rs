@@ -124,10 +124,10 @@ pub enum OpenError {
     Redis(StoreError),
 }
 
-/// Opens the stores `config.store` names. The memory store says in the log that it keeps
+/// Opens the stores `config.store.kind` names. The memory store says in the log that it keeps
 /// nothing.
 pub async fn open(config: &Config, metrics: &Metrics) -> Result<Stores, OpenError> {
-    match config.store {
+    match config.store.kind {
         StoreKind::Memory => {
             tracing::warn!(
                 "STORE=memory: the queue, revocations and events live in this process only; \
@@ -143,10 +143,10 @@ pub async fn open(config: &Config, metrics: &Metrics) -> Result<Stores, OpenErro
 /// The stores of `STORE=memory`.
 pub fn memory(config: &Config) -> Stores {
     Stores {
-        queue: Arc::new(MemoryQueue::new(config.queue_capacity)),
+        queue: Arc::new(MemoryQueue::new(config.queue.capacity)),
         revocations: Arc::new(MemoryRevocations::new(
             LEEWAY_SECONDS,
-            config.revocation_list_max,
+            config.auth.revocation_list_max,
         )),
         events: local_events(config),
         notifier: Arc::new(Alone),
@@ -157,12 +157,12 @@ pub fn memory(config: &Config) -> Stores {
 
 /// The event bus of a server that shares its events with no other instance.
 pub fn local_events(config: &Config) -> Arc<dyn EventBus> {
-    Arc::new(MemoryEventBus::new(config.sse_replay_buffer))
+    Arc::new(MemoryEventBus::new(config.events.sse_replay_buffer))
 }
 
 /// The failed-login budgets of a server that shares them with no other instance.
 pub fn local_login_failures(config: &Config) -> Arc<dyn LoginFailures> {
-    let budget = NonZeroU32::new(config.login_max_per_minute).unwrap_or(NonZeroU32::MIN);
+    let budget = NonZeroU32::new(config.auth.login_max_per_minute).unwrap_or(NonZeroU32::MIN);
     Arc::new(LoginRateLimiter::new(budget))
 }
 

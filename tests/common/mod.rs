@@ -42,7 +42,7 @@ pub fn test_config(data_dir: &Path, overrides: &[(&str, &str)]) -> Config {
     ];
     pairs.extend_from_slice(overrides);
     let mut config = Config::from_pairs(pairs).expect("test configuration is valid");
-    config.worker_exe = Some(PathBuf::from(env!("CARGO_BIN_EXE_backflow")));
+    config.compute.worker_exe = Some(PathBuf::from(env!("CARGO_BIN_EXE_backflow")));
     config
 }
 
@@ -63,7 +63,7 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
 
 /// Starts a server with exactly this configuration (its data dir is not cleaned up).
 pub async fn spawn_config(config: Config) -> TestApp {
-    let data_dir = config.data_dir.clone();
+    let data_dir = config.store.data_dir.clone();
     let app = Application::build(config).await.expect("server starts");
     let state = app.state().clone();
     let addr = app.local_addr();

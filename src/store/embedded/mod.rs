@@ -79,8 +79,8 @@ pub async fn open_with<R: Record>(
     metrics: &Metrics,
     wrap: impl FnOnce(Database) -> R,
 ) -> Result<Stores, OpenError> {
-    let dir = config.data_dir.clone();
-    let fsync = config.fsync_commits;
+    let dir = config.store.data_dir.clone();
+    let fsync = config.store.fsync_commits;
     let now = unix_now();
     let (db, contents) = tokio::task::spawn_blocking(move || {
         let mut db = Database::open(&dir, fsync)?;
@@ -89,7 +89,7 @@ pub async fn open_with<R: Record>(
         Ok::<_, OpenError>((db, contents))
     })
     .await
-    .map_err(|err| OpenError::new(&config.data_dir, err, MAKE_IT_WRITABLE))??;
+    .map_err(|err| OpenError::new(&config.store.data_dir, err, MAKE_IT_WRITABLE))??;
     tracing::info!(
         path = %db.path().display(),
         tasks = contents.tasks.len(),
@@ -97,21 +97,21 @@ pub async fn open_with<R: Record>(
         fsync_commits = fsync,
         "embedded store opened"
     );
-    if contents.tasks.len() > config.queue_capacity {
+    if contents.tasks.len() > config.queue.capacity {
         tracing::warn!(
             tasks = contents.tasks.len(),
-            capacity = config.queue_capacity,
+            capacity = config.queue.capacity,
             "the store holds more tasks than QUEUE_CAPACITY; all kept, enqueues refused until it drains"
         );
     }
     let path = db.path().to_path_buf();
     let heap = Arc::new(TaskHeap::from_entries(
-        config.queue_capacity,
+        config.queue.capacity,
         contents.tasks,
     ));
     let index = Arc::new(RevocationIndex::from_entries(
         LEEWAY_SECONDS,
-        config.revocation_list_max,
+        config.auth.revocation_list_max,
         contents.revocations,
         now,
     ));

@@ -105,6 +105,7 @@ impl Redis {
     /// itself not ready until it answers.
     fn new(config: &Config, metrics: &Metrics) -> Result<Self, StoreError> {
         let url = config
+            .store
             .redis_url
             .as_ref()
             .ok_or_else(|| StoreError::new("REDIS_URL is not set"))?;
@@ -120,7 +121,7 @@ impl Redis {
         Ok(Self {
             client,
             connection,
-            keys: Arc::new(Keys::new(&config.redis_prefix)),
+            keys: Arc::new(Keys::new(&config.store.redis_prefix)),
             errors: metrics.counter("store_errors_total", &[("store", "redis")]),
         })
     }
@@ -149,29 +150,29 @@ pub fn open(config: &Config, metrics: &Metrics) -> Result<Stores, StoreError> {
     let stop = CancellationToken::new();
     let lease = Arc::new(lease::RedisLease::new(
         redis.clone(),
-        config.notify_interval,
+        config.events.notify_interval,
     ));
     tracing::info!(
-        prefix = %config.redis_prefix,
-        url = ?config.redis_url,
+        prefix = %config.store.redis_prefix,
+        url = ?config.store.redis_url,
         "redis store: state shared with every instance using this URL and prefix"
     );
     Ok(Stores {
-        queue: Arc::new(queue::RedisQueue::new(redis.clone(), config.queue_capacity)),
+        queue: Arc::new(queue::RedisQueue::new(redis.clone(), config.queue.capacity)),
         revocations: Arc::new(revocations::RedisRevocations::new(
             redis.clone(),
-            config.revocation_list_max,
+            config.auth.revocation_list_max,
         )),
         events: Arc::new(events::RedisEventBus::start(
             redis.clone(),
-            config.sse_replay_buffer,
+            config.events.sse_replay_buffer,
             metrics,
             stop.clone(),
         )),
         notifier: lease.clone(),
         login_failures: Arc::new(login::RedisLoginFailures::new(
             redis.clone(),
-            config.login_max_per_minute,
+            config.auth.login_max_per_minute,
         )),
         health: Arc::new(RedisHealth { redis, lease, stop }),
     })
