@@ -1,9 +1,10 @@
 //! `POST /enqueue`, `GET|POST /dequeue`, `GET /queue/status`: the HTTP face of [`crate::queue`].
 //!
-//! The enqueue body is read loosely ([`EnqueueBody`]: each field as whatever JSON type it has)
-//! rather than into a typed struct, so that each mistake gets the contract's own message: a missing (or `null`) field is "required", a
-//! priority of another JSON type "must be a number", and a wrong type or range for either field
-//! a 400 `invalid_input` naming the field and the accepted range.
+//! The enqueue body is read as a JSON object of any members (serde_json's `Map`) rather than into
+//! a typed struct, so that each mistake gets the contract's own message: a missing (or `null`)
+//! field is "required", a priority of another JSON type "must be a number", and a wrong type or
+//! range for either field a 400 `invalid_input` naming the field and the accepted range. (A
+//! typed struct would also accept an array such as `["t", 1]`, which is not an object.)
 //!
 //! The queue service ([`crate::queue::TaskQueue`]) publishes a `queue.enqueued` /
 //! `queue.dequeued` application event for each change, so the handlers only translate.
@@ -12,11 +13,9 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use std::fmt;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::{Deserialize, Serialize};
-use serde_json::Number;
+use serde::Serialize;
+use serde_json::{Number, Value};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -221,153 +220,39 @@ impl From<QueueError> for ApiError {
     }
 }
 
-/// The enqueue body, read only as far as its checks need: each field as a [`Loose`] value,
-/// other members skipped. A body that is not a JSON object is a data error of the parser,
-/// which [`ApiJson`] reports as a 400 `invalid_input` on `body`.
-#[derive(Debug)]
-struct EnqueueBody {
-    task: Option<Loose>,
-    priority: Option<Loose>,
-}
+/// The enqueue body: a JSON object, as serde_json reads it.
+type EnqueueBody = serde_json::Map<String, Value>;
 
-/// One JSON value as the enqueue checks see it: a string or a number is kept, anything else
-/// only named, so no JSON tree is built for a request.
-#[derive(Debug)]
-enum Loose {
-    Null,
-    String(String),
-    Number(Number),
-    /// Another type, by name ("a boolean", "an array", "an object").
-    Other(&'static str),
-}
-
-impl<'de> Deserialize<'de> for EnqueueBody {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(BodyVisitor)
-    }
-}
-
-struct BodyVisitor;
-
-impl<'de> Visitor<'de> for BodyVisitor {
-    type Value = EnqueueBody;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(r#"a JSON object such as {"task":"Process payment","priority":1}"#)
-    }
-
-    /// A repeated member counts once, the last one, as in a JSON object read into a map.
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EnqueueBody, A::Error> {
-        let mut body = EnqueueBody {
-            task: None,
-            priority: None,
-        };
-        while let Some(key) = map.next_key::<Member>()? {
-            match key {
-                Member::Task => body.task = Some(map.next_value()?),
-                Member::Priority => body.priority = Some(map.next_value()?),
-                Member::Other => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(body)
-    }
-}
-
-/// A member name of the enqueue body, read without allocating.
-#[derive(Deserialize)]
-#[serde(field_identifier, rename_all = "lowercase")]
-enum Member {
-    Task,
-    Priority,
-    #[serde(other)]
-    Other,
-}
-
-impl<'de> Deserialize<'de> for Loose {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(LooseVisitor)
-    }
-}
-
-struct LooseVisitor;
-
-impl<'de> Visitor<'de> for LooseVisitor {
-    type Value = Loose;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Loose, E> {
-        Ok(Loose::Null)
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<Loose, E> {
-        Ok(Loose::Null)
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Loose, D::Error> {
-        Loose::deserialize(deserializer)
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Loose, E> {
-        Ok(Loose::Other("a boolean"))
-    }
-
-    fn visit_i64<E: de::Error>(self, number: i64) -> Result<Loose, E> {
-        Ok(Loose::Number(number.into()))
-    }
-
-    fn visit_u64<E: de::Error>(self, number: u64) -> Result<Loose, E> {
-        Ok(Loose::Number(number.into()))
-    }
-
-    fn visit_f64<E: de::Error>(self, number: f64) -> Result<Loose, E> {
-        // JSON has no NaN nor infinity, so every parsed float is a number.
-        Ok(Number::from_f64(number).map_or(Loose::Other("a number"), Loose::Number))
-    }
-
-    fn visit_str<E: de::Error>(self, text: &str) -> Result<Loose, E> {
-        Ok(Loose::String(text.to_owned()))
-    }
-
-    fn visit_string<E: de::Error>(self, text: String) -> Result<Loose, E> {
-        Ok(Loose::String(text))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Loose, A::Error> {
-        while items.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Loose::Other("an array"))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<Loose, A::Error> {
-        while members.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Loose::Other("an object"))
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 
 /// Checks the task first, then the priority, so a body with both wrong reports the task.
-fn parse_enqueue(body: EnqueueBody) -> Result<(TaskText, Priority), ApiError> {
-    let task = parse_task(body.task)?;
-    let priority = parse_priority(body.priority)?;
+fn parse_enqueue(mut body: EnqueueBody) -> Result<(TaskText, Priority), ApiError> {
+    let task = parse_task(body.remove("task"))?;
+    let priority = parse_priority(body.remove("priority"))?;
     Ok((task, priority))
 }
 
 /// `null` counts as missing, as it does for most JSON APIs.
-fn parse_task(value: Option<Loose>) -> Result<TaskText, ApiError> {
+fn parse_task(value: Option<Value>) -> Result<TaskText, ApiError> {
     match value {
-        None | Some(Loose::Null) => Err(ApiError::MissingField {
+        None | Some(Value::Null) => Err(ApiError::MissingField {
             code: "task_required",
             field: "task",
             message: "Task is required",
         }),
-        Some(Loose::String(text)) => {
+        Some(Value::String(text)) => {
             TaskText::parse(text).map_err(|err| ApiError::invalid_input("task", err.to_string()))
         }
-        Some(Loose::Number(_)) => Err(wrong_task_type("a number")),
-        Some(Loose::Other(kind)) => Err(wrong_task_type(kind)),
+        Some(other) => Err(wrong_task_type(kind(&other))),
     }
 }
 
@@ -379,16 +264,16 @@ fn wrong_task_type(kind: &str) -> ApiError {
 }
 
 /// `null` counts as missing; any other non-number is "not a number".
-fn parse_priority(value: Option<Loose>) -> Result<Priority, ApiError> {
+fn parse_priority(value: Option<Value>) -> Result<Priority, ApiError> {
     match value {
-        None | Some(Loose::Null) => Err(ApiError::MissingField {
+        None | Some(Value::Null) => Err(ApiError::MissingField {
             code: "priority_required",
             field: "priority",
             message: "Priority is required (number)",
         }),
-        Some(Loose::Number(number)) => priority_from_number(&number)
+        Some(Value::Number(number)) => priority_from_number(&number)
             .map_err(|err| ApiError::invalid_input("priority", err.to_string())),
-        Some(Loose::String(_) | Loose::Other(_)) => Err(ApiError::invalid_input(
+        Some(_) => Err(ApiError::invalid_input(
             "priority",
             "Priority must be a number",
         )),
@@ -512,7 +397,7 @@ mod tests {
         for body in ["[]", r#"["t", 1]"#, r#""task""#, "1", "null"] {
             let err = serde_json::from_str::<EnqueueBody>(body).unwrap_err();
             assert!(err.is_data(), "{body}: {err}");
-            assert!(err.to_string().contains("expected a JSON object"), "{err}");
+            assert!(err.to_string().contains("expected a map"), "{err}");
         }
     }
 
