@@ -6,16 +6,13 @@
 //! read a 429 or a 503; wrong-method answers from the router are rewritten into the JSON error of
 //! the contract. Nothing here buffers or times out a response body, so streams stay streams.
 //!
-//! Every request passes through all of these, so they avoid per-request work that the answer
-//! does not need: the security headers are added by one plain function; the request's id, span,
-//! log line and metrics come from one hand-written service ([`ObserveLayer`]) whose future wraps
-//! the inner one without boxing or cloning the rest of the stack (which
-//! `axum::middleware::from_fn` does for each request); and requests that are not from a browser
-//! skip the CORS layer (see [`BrowserCorsLayer`]).
+//! Every request passes through all of these. The request's id, span, log line and metrics come
+//! from one service ([`ObserveLayer`]) instead of tower-http's request-id and trace layers plus a
+//! metrics layer: it wins 6 to 11 % of requests/s against them (`docs/PERFORMANCE.md`). CORS is
+//! tower-http's layer.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -23,11 +20,11 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::future::{Either, FutureExt, Map};
+
 use pin_project_lite::pin_project;
 use tower::{Layer, Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::cors::{self, AllowOrigin, CorsLayer};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use uuid::Uuid;
 
 use crate::config::CorsOrigins;
@@ -89,7 +86,7 @@ where
 {
     let layers = ServiceBuilder::new()
         .layer(ObserveLayer { metrics })
-        .layer(BrowserCorsLayer::new(cors))
+        .layer(cors_for(cors))
         .map_response(add_security_headers)
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("handler panicked".into()).into_response()
@@ -98,104 +95,16 @@ where
     router.layer(layers)
 }
 
-/// tower-http's CORS layer, for browsers only: a request with an `Origin` header, and every
-/// `OPTIONS` (a preflight), goes through it; any other request (curl, load testers, other
-/// services) skips it, since CORS headers mean nothing to such a client and building them costs
-/// every request a header map and a second future. Skipping stays safe for caches: when the
-/// allowed origins are a list, the skipped answer still carries the `Vary: origin` the layer
-/// would add, so a shared cache never serves it to a browser. With `*` the layer adds no `Vary`.
-#[derive(Clone)]
-struct BrowserCorsLayer {
-    cors: CorsLayer,
-    vary_origin: bool,
-}
-
-impl BrowserCorsLayer {
-    /// One decision sets the allowed origins and whether answers vary by origin, and the `Vary`
-    /// is given to the CORS layer explicitly rather than left to its own inference, so the
-    /// layer's answers and the skipped ones always agree.
-    fn new(origins: &CorsOrigins) -> Self {
-        let (allow_origin, vary_origin) = match origins {
-            CorsOrigins::Any => (AllowOrigin::any(), false),
-            CorsOrigins::List(list) => (
-                AllowOrigin::list(
-                    list.iter()
-                        .filter_map(|origin| HeaderValue::from_str(origin).ok()),
-                ),
-                true,
-            ),
-        };
-        let vary = cors::Vary::list(vary_origin.then_some(header::ORIGIN));
-        Self {
-            cors: cors_layer(allow_origin).vary(vary),
-            vary_origin,
-        }
-    }
-}
-
-impl<S: Clone> Layer<S> for BrowserCorsLayer {
-    type Service = BrowserCors<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        BrowserCors {
-            cors: Arc::new(self.cors.layer(inner.clone())),
-            inner,
-            vary_origin: self.vary_origin,
-        }
-    }
-}
-
-/// See [`BrowserCorsLayer`]. Requests that skip CORS go straight to `inner`. The CORS service,
-/// whose rules are a dozen header values, sits behind an `Arc` as a template, so that axum's
-/// clone of the stack for every request does not copy those rules for every request: only a
-/// browser's request clones the template.
-#[derive(Clone)]
-struct BrowserCors<S> {
-    inner: S,
-    cors: Arc<cors::Cors<S>>,
-    vary_origin: bool,
-}
-
-/// A response, or the error of the service that should have produced it.
-type Answer<B, E> = Result<Response<B>, E>;
-/// What is done to the answer of a request that skipped the CORS layer.
-type Finish<B, E> = fn(Answer<B, E>) -> Answer<B, E>;
-
-impl<S, B> Service<Request> for BrowserCors<S>
-where
-    S: Service<Request, Response = Response<B>> + Clone,
-    B: Default,
-{
-    type Response = Response<B>;
-    type Error = S::Error;
-    type Future = Either<cors::ResponseFuture<S::Future>, Map<S::Future, Finish<B, S::Error>>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        if request.method() == Method::OPTIONS || request.headers().contains_key(header::ORIGIN) {
-            // The CORS service gets the inner service readied by `poll_ready`; the template's
-            // unreadied copy takes its place until the next `poll_ready`.
-            let mut cors = cors::Cors::clone(&self.cors);
-            std::mem::swap(cors.get_mut(), &mut self.inner);
-            return Either::Left(cors.call(request));
-        }
-        let finish: Finish<B, S::Error> = if self.vary_origin {
-            |answer| {
-                answer.map(|mut response| {
-                    response.headers_mut().append(
-                        header::VARY,
-                        HeaderValue::from_static(header::ORIGIN.as_str()),
-                    );
-                    response
-                })
-            }
-        } else {
-            |answer| answer
-        };
-        Either::Right(self.inner.call(request).map(finish))
+/// tower-http's CORS layer with the allowed origins of `origins`. With a list, answers vary by
+/// `Origin` (the layer adds `Vary`), so a shared cache never gives one origin's answer to
+/// another.
+fn cors_for(origins: &CorsOrigins) -> CorsLayer {
+    match origins {
+        CorsOrigins::Any => cors_layer(AllowOrigin::any()),
+        CorsOrigins::List(list) => cors_layer(AllowOrigin::list(
+            list.iter()
+                .filter_map(|origin| HeaderValue::from_str(origin).ok()),
+        )),
     }
 }
 
@@ -253,11 +162,9 @@ fn is_json(response: &Response) -> bool {
 /// records it in the metrics (by method, route template and status), logs it (`info`, or
 /// `error` for a 5xx) and echoes the id on it.
 ///
-/// One service instead of tower-http's `SetRequestId`, `TraceLayer` and `PropagateRequestId`
-/// plus a metrics layer, because every request pays for each: those wrap the request, its
-/// future and its body in turn, store the id in the request's extensions (a map allocated for
-/// it) and read the clock up to eight times per request even when nothing is logged. This reads
-/// it twice, and builds the span's fields only when the span is enabled.
+/// One service rather than tower-http's three layers plus a metrics layer: it wraps the future
+/// once, keeps the id out of the request's extensions, reads the clock twice and builds the
+/// span's fields only when the span is enabled.
 #[derive(Clone)]
 struct ObserveLayer {
     metrics: Metrics,
@@ -380,7 +287,7 @@ where
 #[cfg(test)]
 mod tests {
     use std::io::{self, Write};
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
     use axum::body::Body;
     use axum::routing::get;
