@@ -186,8 +186,9 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
 
 /// This server's metrics, in the Prometheus text format.
 ///
-/// Request count and latency by route and status, open SSE connections, queue size, revoked
-/// tokens, heavy tasks running and waiting, async-runtime lag.
+/// Request count and latency by route and status, open connections by state and those closed
+/// or refused at the cap, open SSE connections, queue size, revoked tokens, heavy tasks running
+/// and waiting, the store's commits (embedded) or errors (Redis), async-runtime lag.
 #[utoipa::path(
     get,
     path = "/metrics",
