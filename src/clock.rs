@@ -1,4 +1,5 @@
-//! Wall-clock helpers shared by the event bus, the stream and the queue.
+//! Wall-clock helpers shared by the event bus, the stream, the queue, authentication and the
+//! stores.
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -12,6 +13,11 @@ pub fn now_rfc3339() -> String {
 pub fn format_rfc3339(at: OffsetDateTime) -> String {
     at.format(&Rfc3339)
         .expect("a UTC date between years 0 and 9999 always formats as RFC 3339")
+}
+
+/// Seconds since the Unix epoch, the unit of JWT times.
+pub fn unix_seconds() -> u64 {
+    u64::try_from(OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0)
 }
 
 /// Milliseconds since the Unix epoch.

@@ -22,10 +22,11 @@ pub mod verified;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::time::MissedTickBehavior;
 
+use crate::clock;
 use crate::config::Config;
 use crate::events::{self, EventBus, Level, NewEvent};
 use crate::shutdown::Shutdown;
@@ -168,7 +169,9 @@ impl AuthService {
         self.successes
             .spend(client, user.id)
             .map_err(LoginError::TooManyLogins)?;
-        let (token, claims) = self.tokens.issue(user.id, &user.username, unix_now())?;
+        let (token, claims) = self
+            .tokens
+            .issue(user.id, &user.username, clock::unix_seconds())?;
         let username = &claims.username;
         let event = NewEvent::app(
             "auth.login",
@@ -184,7 +187,7 @@ impl AuthService {
     /// the cache of verified tokens instead of being verified again; revocation is checked
     /// every time, and a token whose revocation cannot be checked is refused.
     pub async fn authenticate(&self, token: &str) -> Result<Claims, TokenError> {
-        let now = unix_now();
+        let now = clock::unix_seconds();
         let claims = match self.verified.get(token, now) {
             Some(claims) => claims,
             None => {
@@ -206,7 +209,11 @@ impl AuthService {
             jti: claims.jti,
             exp: claims.exp,
         };
-        match self.revocations.revoke(token, unix_now()).await? {
+        match self
+            .revocations
+            .revoke(token, clock::unix_seconds())
+            .await?
+        {
             Revocation::Revoked => {}
             Revocation::AlreadyRevoked => return Err(LogoutError::AlreadyRevoked),
         }
@@ -248,7 +255,7 @@ impl AuthService {
 
     /// Forgets expired revocations and rested clients.
     pub async fn sweep(&self) {
-        match self.revocations.purge_expired(unix_now()).await {
+        match self.revocations.purge_expired(clock::unix_seconds()).await {
             Ok(0) => {}
             Ok(purged) => tracing::debug!(purged, "expired revocations forgotten"),
             Err(err) => tracing::warn!(%err, "expired revocations could not be purged"),
@@ -268,13 +275,6 @@ pub async fn run_sweeper(auth: Arc<AuthService>, shutdown: Shutdown) {
             _ = ticker.tick() => auth.sweep().await,
         }
     }
-}
-
-/// Current Unix time in seconds, the unit of JWT times.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -6,10 +6,11 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use crate::clock;
 
 /// Longest task description, in characters (Unicode scalar values, not bytes).
 pub const MAX_TASK_CHARS: usize = 1024;
@@ -153,18 +154,9 @@ impl QueuedTask {
             id: Uuid::new_v4(),
             task,
             priority,
-            enqueued_at_ms: now_ms(),
+            enqueued_at_ms: clock::unix_millis(),
         }
     }
-}
-
-/// Milliseconds since the Unix epoch; 0 if the clock is set before 1970.
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-        })
 }
 
 #[cfg(test)]

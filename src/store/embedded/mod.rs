@@ -17,7 +17,6 @@ pub mod journal;
 pub mod legacy;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::future::{self, BoxFuture};
 use tokio::sync::oneshot;
@@ -25,9 +24,8 @@ use uuid::Uuid;
 
 use crate::auth::jwt::LEEWAY_SECONDS;
 use crate::auth::revocation::Admit;
-use crate::auth::{
-    Revocation, RevocationIndex, RevocationStore, RevokeError, RevokedToken, unix_now,
-};
+use crate::auth::{Revocation, RevocationIndex, RevocationStore, RevokeError, RevokedToken};
+use crate::clock;
 use crate::config::Config;
 use crate::events::Alone;
 use crate::metrics::Metrics;
@@ -81,10 +79,10 @@ pub async fn open_with<R: Record>(
 ) -> Result<Stores, OpenError> {
     let dir = config.store.data_dir.clone();
     let fsync = config.store.fsync_commits;
-    let now = unix_now();
+    let now = clock::unix_seconds();
     let (db, contents) = tokio::task::spawn_blocking(move || {
         let mut db = Database::open(&dir, fsync)?;
-        legacy::import_snapshots(&mut db, &dir, now_ms())?;
+        legacy::import_snapshots(&mut db, &dir, clock::unix_millis())?;
         let contents = db.load(now.saturating_sub(LEEWAY_SECONDS))?;
         Ok::<_, OpenError>((db, contents))
     })
@@ -279,7 +277,9 @@ impl StoreHealth for EmbeddedHealth {
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             self.journal
-                .write(Write::Touch { at_ms: now_ms() })
+                .write(Write::Touch {
+                    at_ms: clock::unix_millis(),
+                })
                 .await
                 .map(drop)
         })
@@ -295,13 +295,6 @@ async fn answered<T>(answer: oneshot::Receiver<Result<T, StoreError>>) -> Result
     answer
         .await
         .unwrap_or_else(|_| Err(StoreError::new("the store's writer stopped")))
-}
-
-/// Milliseconds since the Unix epoch.
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

@@ -92,10 +92,10 @@ async fn a_restart_rebuilds_the_queue_in_order_and_the_revocations() {
         .expect("dequeued")
         .expect("a task");
     assert_eq!(first.task.task.as_str(), "a");
-    let revoked = token(unix_now() + 600);
+    let revoked = token(clock::unix_seconds() + 600);
     stores
         .revocations
-        .revoke(revoked, unix_now())
+        .revoke(revoked, clock::unix_seconds())
         .await
         .expect("revoked");
     stores.health.close().await;
@@ -107,7 +107,7 @@ async fn a_restart_rebuilds_the_queue_in_order_and_the_revocations() {
     assert!(
         reopened
             .revocations
-            .is_revoked(revoked.jti, unix_now())
+            .is_revoked(revoked.jti, clock::unix_seconds())
             .await
             .expect("checked")
     );
@@ -125,7 +125,7 @@ async fn expired_revocations_are_purged_from_the_file_too() {
     let stores = open(&config(dir.path()), &Metrics::new())
         .await
         .expect("opens");
-    let now = unix_now();
+    let now = clock::unix_seconds();
     let (short, long) = (token(now + 100), token(now + 1000));
     for t in [short, long] {
         stores.revocations.revoke(t, now).await.expect("revoked");
@@ -181,15 +181,18 @@ async fn a_failing_store_refuses_every_change_and_changes_nothing() {
         status.next.map(|t| t.task.to_string()).as_deref(),
         Some("kept")
     );
-    let refused = token(unix_now() + 600);
+    let refused = token(clock::unix_seconds() + 600);
     assert!(matches!(
-        stores.revocations.revoke(refused, unix_now()).await,
+        stores
+            .revocations
+            .revoke(refused, clock::unix_seconds())
+            .await,
         Err(RevokeError::Store(_))
     ));
     assert!(
         !stores
             .revocations
-            .is_revoked(refused.jti, unix_now())
+            .is_revoked(refused.jti, clock::unix_seconds())
             .await
             .unwrap()
     );
@@ -211,7 +214,7 @@ async fn a_failing_store_refuses_every_change_and_changes_nothing() {
     assert!(
         !reopened
             .revocations
-            .is_revoked(refused.jti, unix_now())
+            .is_revoked(refused.jti, clock::unix_seconds())
             .await
             .unwrap()
     );
