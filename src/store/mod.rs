@@ -1,15 +1,19 @@
 //! Where the server's state lives: the boundary between the domain services and their stores.
 //!
 //! Three pieces of state outlive a request: the priority queue, the revocation list and the
-//! event stream behind `/notifications`. Each is reached through a small async, fallible trait
-//! ([`QueueStore`](crate::queue::QueueStore), [`RevocationStore`](crate::auth::RevocationStore),
-//! [`EventBus`](crate::events::EventBus)), so the domain services and the handlers above them
-//! never know which store is configured. `STORE` picks one set of implementations:
+//! event stream behind `/notifications`; with several instances, also who produces the
+//! notifications and the failed-login budgets. Each is reached through a small async, fallible
+//! trait ([`QueueStore`](crate::queue::QueueStore),
+//! [`RevocationStore`](crate::auth::RevocationStore), [`EventBus`](crate::events::EventBus),
+//! [`NotifierLease`](crate::events::NotifierLease),
+//! [`LoginFailures`](crate::auth::rate_limit::LoginFailures)), so the domain services and the
+//! handlers above them never know which store is configured. `STORE` picks one set:
 //!
-//! | `STORE`    | queue and revocations                        | events           | survives          |
-//! |------------|----------------------------------------------|------------------|-------------------|
-//! | `memory`   | in-process indexes only                      | in-process bus   | nothing           |
-//! | `embedded` | the same indexes, recorded in SQLite first   | in-process bus   | `kill -9`, and a machine crash with `FSYNC_COMMITS` |
+//! | `STORE`    | queue and revocations                      | events               | survives          |
+//! |------------|--------------------------------------------|----------------------|-------------------|
+//! | `memory`   | in-process indexes only                    | in-process bus       | nothing           |
+//! | `embedded` | the same indexes, recorded in SQLite first | in-process bus       | `kill -9`, and a machine crash with `FSYNC_COMMITS` |
+//! | `redis`    | Redis, shared by every instance            | Redis, fanned out per instance | what Redis keeps (run it with its append-only file) |
 //!
 //! Every store operation that can fail returns [`StoreError`]; the HTTP layer answers it with
 //! `503 store_unavailable` and `Retry-After`, and an operation that failed changed nothing.
