@@ -28,7 +28,6 @@ pub struct Claims {
     /// Position of the user in `AUTH_USERS`, from 1 (the demo users are 1 and 2, as before).
     #[serde(rename = "userId")]
     pub user_id: u64,
-    /// Login name.
     pub username: String,
     /// Unique token id (UUID v4); the key of the revocation list, shown as `tokenId` at login.
     pub jti: Uuid,

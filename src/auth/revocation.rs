@@ -240,7 +240,6 @@ impl RevocationIndex {
         self.entries.is_empty()
     }
 
-    /// The cap.
     pub fn capacity(&self) -> usize {
         self.capacity
     }

@@ -19,7 +19,6 @@ type Digest32 = [u8; 32];
 pub struct AuthenticatedUser {
     /// Position in `AUTH_USERS`, from 1.
     pub id: u64,
-    /// Login name.
     pub username: String,
 }
 

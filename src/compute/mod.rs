@@ -86,10 +86,7 @@ impl From<HeavyPool> for ComputeMethod {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Executor {
     /// A child process.
-    Process {
-        /// Its pid.
-        pid: u32,
-    },
+    Process { pid: u32 },
     /// A thread of this process.
     Thread {
         /// Its name or id.
@@ -102,7 +99,6 @@ pub enum Executor {
 pub struct FibOutcome {
     /// Where it ran.
     pub method: ComputeMethod,
-    /// The input.
     pub n: u32,
     /// `fib(n)`, exact.
     pub result: u64,

@@ -96,7 +96,6 @@ impl AuthConfig {
 /// A user allowed to log in.
 #[derive(Clone, PartialEq, Eq)]
 pub struct UserCredential {
-    /// Login name.
     pub username: String,
     /// Password, compared in constant time at login.
     pub password: String,
@@ -121,7 +120,6 @@ impl JwtSecret {
         Self(bytes.into())
     }
 
-    /// The key bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }

@@ -69,7 +69,6 @@ impl StoreConfig {
 pub struct RedisUrl(String);
 
 impl RedisUrl {
-    /// The URL.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -43,7 +43,6 @@ impl SubscriberLimit {
         self.max.saturating_sub(self.slots.available_permits())
     }
 
-    /// The cap.
     pub fn max(&self) -> usize {
         self.max
     }

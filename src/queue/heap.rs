@@ -27,7 +27,6 @@ pub struct Entry {
     /// Arrival order: unique and increasing, kept by the durable store so a restart rebuilds the
     /// same order.
     pub seq: u64,
-    /// The task.
     pub task: QueuedTask,
 }
 
@@ -95,7 +94,6 @@ impl TaskHeap {
         }
     }
 
-    /// The configured cap.
     pub fn capacity(&self) -> usize {
         self.capacity
     }

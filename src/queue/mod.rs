@@ -61,10 +61,7 @@ pub struct QueueStatus {
 pub enum QueueError {
     /// The queue holds `capacity` tasks (or more, after restoring a larger record).
     #[error("queue is full ({capacity} tasks)")]
-    Full {
-        /// The configured cap.
-        capacity: usize,
-    },
+    Full { capacity: usize },
     /// The store could not record the change.
     #[error(transparent)]
     Store(#[from] StoreError),

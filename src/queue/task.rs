@@ -43,7 +43,6 @@ impl TaskText {
         }
     }
 
-    /// The text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -113,7 +112,6 @@ impl Priority {
         Ok(Self(value as i64))
     }
 
-    /// The number.
     pub fn get(self) -> i64 {
         self.0
     }

@@ -103,7 +103,6 @@ impl ServerProcess {
         format!("http://{}{}", self.addr, path_and_query)
     }
 
-    /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id().expect("the server is running")
     }

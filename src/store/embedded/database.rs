@@ -145,7 +145,6 @@ impl Database {
         Ok(db)
     }
 
-    /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
     }

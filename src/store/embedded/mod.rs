@@ -43,7 +43,6 @@ pub enum Write {
     InsertTask {
         /// Arrival number.
         seq: u64,
-        /// The task.
         task: QueuedTask,
     },
     /// A task leaves the queue.
