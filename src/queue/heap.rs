@@ -94,10 +94,6 @@ impl TaskHeap {
         }
     }
 
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
     /// Adds `task` at once; returns the size after. For a store with nothing to record.
     pub fn push(&self, task: QueuedTask) -> Result<usize, QueueError> {
         let mut inner = self.lock();
@@ -159,14 +155,6 @@ impl TaskHeap {
     /// Whether the heap holds no task.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// Every task, in the order they would be dequeued.
-    pub fn tasks_in_order(&self) -> Vec<QueuedTask> {
-        let mut entries: Vec<Entry> = self.lock().entries.iter().cloned().collect();
-        // `Entry`'s order is reversed for the max-heap: `b.cmp(a)` sorts by ascending key.
-        entries.sort_unstable_by(|a, b| b.cmp(a));
-        entries.into_iter().map(|entry| entry.task).collect()
     }
 
     fn check_room(&self, inner: &Inner) -> Result<(), QueueError> {

@@ -10,6 +10,7 @@
 //! and every write of the batch is answered with the error, its completion undoing what the
 //! request had prepared, so a failure changes nothing.
 
+use std::future::Future;
 use std::sync::mpsc;
 use std::time::Instant;
 
@@ -69,27 +70,31 @@ impl Journal {
         Ok(Self { sender })
     }
 
-    /// Queues `write`; `done` runs on the writer thread once it is committed or has failed.
-    /// Never blocks.
-    pub fn submit(&self, write: Write, done: Completion) {
+    /// Queues `write` at once (never blocks); once it is committed or has failed, `settle`
+    /// runs on the writer thread with the rows it changed, and what it returns answers the
+    /// future. `settle` runs even if the future is dropped (its client gone), so whatever
+    /// it keeps in step with the record (an in-memory index) stays in step.
+    pub fn commit<T: Send + 'static>(
+        &self,
+        write: Write,
+        settle: impl FnOnce(Result<usize, StoreError>) -> Result<T, StoreError> + Send + 'static,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static {
+        let (reply, answer) = oneshot::channel();
+        let done: Completion = Box::new(move |result| {
+            // The request may have gone away; the write stands either way.
+            let _ = reply.send(settle(result));
+        });
         if let Err(mpsc::SendError(Message::Write(_, done))) =
             self.sender.send(Message::Write(write, done))
         {
             done(Err(closed()));
         }
+        async move { answer.await.unwrap_or_else(|_| Err(closed())) }
     }
 
     /// Commits `write` and returns the rows it changed.
-    pub async fn write(&self, write: Write) -> Result<usize, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.submit(
-            write,
-            Box::new(move |result| {
-                // The request may have gone away; the write stands either way.
-                let _ = reply.send(result);
-            }),
-        );
-        answer.await.unwrap_or_else(|_| Err(closed()))
+    pub fn write(&self, write: Write) -> impl Future<Output = Result<usize, StoreError>> + Send {
+        self.commit(write, |result| result)
     }
 
     /// Commits what was submitted before, closes the record and stops the thread. Writes

@@ -19,7 +19,6 @@ pub mod legacy;
 use std::sync::Arc;
 
 use futures_util::future::{self, BoxFuture};
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::auth::jwt::LEEWAY_SECONDS;
@@ -143,30 +142,26 @@ impl QueueStore for EmbeddedQueue {
             Ok(seq) => seq,
             Err(err) => return Box::pin(future::ready(Err(err))),
         };
-        let (reply, answer) = oneshot::channel();
         let heap = Arc::clone(&self.heap);
         let entry = Entry {
             seq,
             task: task.clone(),
         };
-        self.journal.submit(
+        let committed = self.journal.commit(
             Write::InsertTask {
                 seq,
                 task: task.clone(),
             },
-            Box::new(move |result| {
-                let size = match result {
-                    Ok(_) => Ok(heap.fill(entry)),
-                    Err(err) => {
-                        heap.release();
-                        Err(err)
-                    }
-                };
-                let _ = reply.send(size);
-            }),
+            move |result| match result {
+                Ok(_) => Ok(heap.fill(entry)),
+                Err(err) => {
+                    heap.release();
+                    Err(err)
+                }
+            },
         );
         Box::pin(async move {
-            let queue_size = answered(answer).await?;
+            let queue_size = committed.await?;
             Ok(Enqueued { task, queue_size })
         })
     }
@@ -175,20 +170,18 @@ impl QueueStore for EmbeddedQueue {
         let Some((entry, queue_size)) = self.heap.pop() else {
             return Box::pin(future::ready(Ok(None)));
         };
-        let (reply, answer) = oneshot::channel();
         let heap = Arc::clone(&self.heap);
         let task = entry.task.clone();
-        self.journal.submit(
-            Write::DeleteTask { seq: entry.seq },
-            Box::new(move |result| {
+        let committed = self
+            .journal
+            .commit(Write::DeleteTask { seq: entry.seq }, move |result| {
                 if result.is_err() {
                     heap.put_back(entry);
                 }
-                let _ = reply.send(result.map(|_| ()));
-            }),
-        );
+                result
+            });
         Box::pin(async move {
-            answered(answer).await?;
+            committed.await?;
             Ok(Some(Dequeued { task, queue_size }))
         })
     }
@@ -220,26 +213,22 @@ impl RevocationStore for EmbeddedRevocations {
             Ok(Admit::Skip(outcome)) => return Box::pin(future::ready(Ok(outcome))),
             Err(err) => return Box::pin(future::ready(Err(err))),
         };
-        let (reply, answer) = oneshot::channel();
         let index = Arc::clone(&self.index);
-        self.journal.submit(
-            Write::Revoke(token),
-            Box::new(move |result| {
-                let outcome = match result {
-                    Ok(0) => {
-                        index.settle(slot, token, true);
-                        Ok(Revocation::AlreadyRevoked)
-                    }
-                    Ok(_) => Ok(index.settle(slot, token, true)),
-                    Err(err) => {
-                        index.settle(slot, token, false);
-                        Err(err)
-                    }
-                };
-                let _ = reply.send(outcome);
-            }),
-        );
-        Box::pin(async move { Ok(answered(answer).await?) })
+        let committed = self
+            .journal
+            .commit(Write::Revoke(token), move |result| match result {
+                // The row was already there: another logout of the same token won.
+                Ok(0) => {
+                    index.settle(slot, token, true);
+                    Ok(Revocation::AlreadyRevoked)
+                }
+                Ok(_) => Ok(index.settle(slot, token, true)),
+                Err(err) => {
+                    index.settle(slot, token, false);
+                    Err(err)
+                }
+            });
+        Box::pin(async move { Ok(committed.await?) })
     }
 
     fn is_revoked(&self, jti: Uuid, now: u64) -> BoxFuture<'_, Result<bool, StoreError>> {
@@ -287,13 +276,6 @@ impl StoreHealth for EmbeddedHealth {
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.journal.close())
     }
-}
-
-/// The journal's answer to one write; a writer that went away is a store failure.
-async fn answered<T>(answer: oneshot::Receiver<Result<T, StoreError>>) -> Result<T, StoreError> {
-    answer
-        .await
-        .unwrap_or_else(|_| Err(StoreError::new("the store's writer stopped")))
 }
 
 #[cfg(test)]
