@@ -10,7 +10,6 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use backflow::Config;
-use backflow::auth::jwt::LEEWAY_SECONDS;
 use backflow::auth::{AuthService, MemoryRevocations};
 use backflow::events::MemoryEventBus;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -28,7 +27,7 @@ fn config(token_cache_capacity: &str) -> Config {
 fn service(config: &Config) -> AuthService {
     AuthService::new(
         config,
-        Arc::new(MemoryRevocations::new(LEEWAY_SECONDS, 1_000_000)),
+        Arc::new(MemoryRevocations::new(1_000_000)),
         backflow::store::local_login_failures(config),
         Arc::new(MemoryEventBus::new(0)),
     )

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::store::{STORE_RETRY_AFTER, StoreError};
+use crate::fault::{STORE_RETRY_AFTER, StoreError};
 
 /// Why a bearer token was refused; each maps to the contract's 401 message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

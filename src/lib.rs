@@ -26,6 +26,8 @@ pub mod error;
 pub mod events;
 /// Extractors and parameter parsers whose failures are JSON errors.
 pub mod extract;
+/// The failure every layer shares (`StoreError`) and the `Retry-After` hints: a leaf module.
+pub mod fault;
 /// Per-server Prometheus registry.
 pub mod metrics;
 /// Layers shared by every route: request id, tracing, CORS, security headers, metrics.

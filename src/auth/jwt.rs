@@ -18,6 +18,19 @@ use crate::config::JwtSecret;
 /// one second absorbs rounding between instances whose clocks agree; NTP keeps them closer.
 pub const LEEWAY_SECONDS: u64 = 1;
 
+/// Whether a token expiring at `exp` still passes verification at `now` (Unix seconds): until
+/// its `exp` plus the leeway. The revocation list and the cache of verified tokens keep an entry
+/// exactly that long.
+pub fn accepted_at(exp: u64, now: u64) -> bool {
+    exp.saturating_add(LEEWAY_SECONDS) >= now
+}
+
+/// The oldest `exp` a token can have and still pass verification at `now`: a revocation of a
+/// token that expires earlier can be forgotten.
+pub fn oldest_accepted_exp(now: u64) -> u64 {
+    now.saturating_sub(LEEWAY_SECONDS)
+}
+
 /// Longest bearer token considered. Ours are about 250 bytes; anything far longer is refused
 /// before base64 decoding so a huge header cannot buy CPU time.
 pub const MAX_TOKEN_BYTES: usize = 4096;

@@ -20,7 +20,6 @@ pub mod users;
 pub mod verified;
 
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,8 +28,8 @@ use tokio::time::MissedTickBehavior;
 use crate::clock;
 use crate::config::Config;
 use crate::events::{self, EventBus, Level, NewEvent};
+use crate::fault::StoreError;
 use crate::shutdown::Shutdown;
-use crate::store::StoreError;
 use jwt::{Claims, TokenCodec};
 use rate_limit::{BudgetError, LoginFailures, RetryAfter, SuccessfulLogins};
 use users::UserDirectory;
@@ -140,8 +139,6 @@ impl AuthService {
         failures: Arc<dyn LoginFailures>,
         events: Arc<dyn EventBus>,
     ) -> Self {
-        let per_minute =
-            NonZeroU32::new(config.auth.login_success_max_per_minute).unwrap_or(NonZeroU32::MIN);
         Self {
             users: UserDirectory::new(&config.auth.users),
             tokens: TokenCodec::new(&config.auth.jwt_secret, config.auth.jwt_ttl),
@@ -149,7 +146,7 @@ impl AuthService {
             revocations,
             events,
             failures,
-            successes: SuccessfulLogins::new(per_minute),
+            successes: SuccessfulLogins::new(config.auth.login_success_max_per_minute),
         }
     }
 
@@ -283,7 +280,6 @@ mod tests {
 
     use super::*;
     use crate::events::MemoryEventBus;
-    use jwt::LEEWAY_SECONDS;
     use rate_limit::LoginRateLimiter;
 
     const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -294,13 +290,8 @@ mod tests {
         let config = Config::from_pairs(pairs).expect("valid config");
         AuthService::new(
             &config,
-            Arc::new(MemoryRevocations::new(
-                LEEWAY_SECONDS,
-                config.auth.revocation_list_max,
-            )),
-            Arc::new(LoginRateLimiter::new(
-                NonZeroU32::new(config.auth.login_max_per_minute).expect("non-zero"),
-            )),
+            Arc::new(MemoryRevocations::new(config.auth.revocation_list_max)),
+            Arc::new(LoginRateLimiter::new(config.auth.login_max_per_minute)),
             Arc::new(MemoryEventBus::new(16)),
         )
     }

@@ -32,7 +32,7 @@ use governor::middleware::{NoOpMiddleware, StateInformationMiddleware};
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
 
-use crate::store::StoreError;
+use crate::fault::StoreError;
 
 /// The client must wait this long before trying again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

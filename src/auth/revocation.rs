@@ -1,7 +1,9 @@
 //! The revocation list: ids of tokens logged out before they expired.
 //!
 //! A revoked token only needs remembering while it could still pass verification, that is until
-//! its own `exp` (plus the verification leeway). Each entry therefore keeps that `exp`, and
+//! its own `exp` plus the verification leeway ([`jwt::accepted_at`]: the rule belongs to the
+//! token codec, and every store applies it through these functions, never with a leeway of its
+//! own). Each entry therefore keeps that `exp`, and
 //! [`RevocationStore::purge_expired`] (run by a periodic sweep) forgets entries past it, so the
 //! list holds live revoked tokens only. It also has a hard cap (`REVOCATION_LIST_MAX`): when it
 //! is full a logout is refused rather than an older revocation forgotten, since forgetting one
@@ -20,7 +22,8 @@ use futures_util::future::{self, BoxFuture};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::store::StoreError;
+use super::jwt;
+use crate::fault::StoreError;
 
 /// One revoked token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,37 +85,11 @@ pub trait RevocationStore: Send + Sync + 'static {
     fn capacity(&self) -> usize;
 }
 
-/// How long a revocation matters: until the token's `exp` plus the verification leeway, after
-/// which verification refuses the token anyway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Expiry {
-    /// Seconds a token outlives its `exp` at verification; entries are kept that much longer.
-    leeway: u64,
-}
-
-impl Expiry {
-    /// The rule for tokens verified with `leeway` seconds of tolerance.
-    pub const fn new(leeway: u64) -> Self {
-        Self { leeway }
-    }
-
-    /// Whether a token with this `exp` can still pass verification at `now`.
-    pub fn in_force(self, exp: u64, now: u64) -> bool {
-        exp.saturating_add(self.leeway) >= now
-    }
-
-    /// The oldest `exp` still in force at `now`: everything below it can be purged.
-    pub fn purge_before(self, now: u64) -> u64 {
-        now.saturating_sub(self.leeway)
-    }
-}
-
 /// The in-process index of revoked tokens, bounded by expiry and by a hard cap.
 #[derive(Debug)]
 pub struct RevocationIndex {
     /// `jti` -> token `exp`.
     entries: DashMap<Uuid, u64>,
-    expiry: Expiry,
     capacity: usize,
     /// Revocations admitted but not yet in `entries` (being recorded). Also serializes
     /// admissions, so concurrent logouts cannot overshoot the cap.
@@ -135,12 +112,10 @@ pub enum Admit {
 pub struct Admission(());
 
 impl RevocationIndex {
-    /// An empty index for tokens verified with `leeway` seconds of tolerance, holding at most
-    /// `capacity` entries.
-    pub fn new(leeway: u64, capacity: usize) -> Self {
+    /// An empty index holding at most `capacity` entries.
+    pub fn new(capacity: usize) -> Self {
         Self {
             entries: DashMap::new(),
-            expiry: Expiry::new(leeway),
             capacity,
             pending: Mutex::new(0),
         }
@@ -149,42 +124,31 @@ impl RevocationIndex {
     /// An index holding the entries still in force at `now`; expired ones are dropped. All are
     /// kept even past the cap: they were acknowledged.
     pub fn from_entries(
-        leeway: u64,
         capacity: usize,
         entries: impl IntoIterator<Item = RevokedToken>,
         now: u64,
     ) -> Self {
-        let index = Self::new(leeway, capacity);
+        let index = Self::new(capacity);
         for entry in entries {
-            if index.in_force(entry.exp, now) {
+            if jwt::accepted_at(entry.exp, now) {
                 index.entries.insert(entry.jti, entry.exp);
             }
         }
         index
     }
 
-    /// Whether a token with this `exp` can still pass verification at `now`.
-    pub fn in_force(&self, exp: u64, now: u64) -> bool {
-        self.expiry.in_force(exp, now)
-    }
-
-    /// The oldest `exp` still in force at `now`: everything below it can be purged.
-    pub fn purge_before(&self, now: u64) -> u64 {
-        self.expiry.purge_before(now)
-    }
-
     /// Whether `jti` is revoked at `now`.
     pub fn contains(&self, jti: &Uuid, now: u64) -> bool {
         self.entries
             .get(jti)
-            .is_some_and(|exp| self.in_force(*exp, now))
+            .is_some_and(|exp| jwt::accepted_at(*exp, now))
     }
 
     /// Decides whether `token` needs recording, and if so takes a slot for it: `Skip` when
     /// there is nothing to record (already revoked, or expired and so refused by verification
     /// anyway), `Record` when there is room, `Full` otherwise.
     pub fn admit(&self, token: RevokedToken, now: u64) -> Result<Admit, RevokeError> {
-        if !self.in_force(token.exp, now) {
+        if !jwt::accepted_at(token.exp, now) {
             return Ok(Admit::Skip(Revocation::Revoked));
         }
         if self.contains(&token.jti, now) {
@@ -223,7 +187,7 @@ impl RevocationIndex {
     /// Forgets entries past their expiry at `now`; returns how many.
     pub fn purge_expired(&self, now: u64) -> usize {
         let before = self.entries.len();
-        self.entries.retain(|_, exp| self.in_force(*exp, now));
+        self.entries.retain(|_, exp| jwt::accepted_at(*exp, now));
         if self.entries.capacity() > 4 * self.entries.len().max(64) {
             self.entries.shrink_to_fit();
         }
@@ -252,11 +216,10 @@ pub struct MemoryRevocations {
 }
 
 impl MemoryRevocations {
-    /// An empty list for tokens verified with `leeway` seconds of tolerance, holding at most
-    /// `capacity` entries.
-    pub fn new(leeway: u64, capacity: usize) -> Self {
+    /// An empty list holding at most `capacity` entries.
+    pub fn new(capacity: usize) -> Self {
         Self {
-            index: RevocationIndex::new(leeway, capacity),
+            index: RevocationIndex::new(capacity),
         }
     }
 
@@ -300,6 +263,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::auth::jwt::LEEWAY_SECONDS;
 
     const NOW: u64 = 1_000_000;
 
@@ -312,7 +276,7 @@ mod tests {
 
     #[test]
     fn revoked_token_is_reported_until_it_expires() {
-        let list = MemoryRevocations::new(1, 10);
+        let list = MemoryRevocations::new(10);
         let t = token(NOW + 10);
         assert!(!list.index.contains(&t.jti, NOW));
         assert_eq!(list.revoke_now(t, NOW), Ok(Revocation::Revoked));
@@ -329,7 +293,7 @@ mod tests {
 
     #[test]
     fn revoking_twice_says_so() {
-        let list = MemoryRevocations::new(0, 10);
+        let list = MemoryRevocations::new(10);
         let t = token(NOW + 10);
         assert_eq!(list.revoke_now(t, NOW), Ok(Revocation::Revoked));
         assert_eq!(list.revoke_now(t, NOW), Ok(Revocation::AlreadyRevoked));
@@ -338,22 +302,23 @@ mod tests {
 
     #[test]
     fn purge_forgets_only_expired_entries() {
-        let list = MemoryRevocations::new(0, 10);
+        let list = MemoryRevocations::new(10);
         let short = token(NOW + 5);
         let long = token(NOW + 500);
         list.revoke_now(short, NOW).unwrap();
         list.revoke_now(long, NOW).unwrap();
-        assert_eq!(list.index.purge_expired(NOW + 5), 0);
-        assert_eq!(list.index.purge_expired(NOW + 6), 1);
+        let past_short = NOW + 5 + LEEWAY_SECONDS;
+        assert_eq!(list.index.purge_expired(past_short), 0);
+        assert_eq!(list.index.purge_expired(past_short + 1), 1);
         assert_eq!(list.len(), 1);
-        assert!(list.index.contains(&long.jti, NOW + 6));
+        assert!(list.index.contains(&long.jti, past_short + 1));
     }
 
     #[test]
     fn already_expired_tokens_are_not_stored() {
-        let list = MemoryRevocations::new(0, 10);
+        let list = MemoryRevocations::new(10);
         assert_eq!(
-            list.revoke_now(token(NOW - 1), NOW),
+            list.revoke_now(token(NOW - LEEWAY_SECONDS - 1), NOW),
             Ok(Revocation::Revoked)
         );
         assert!(list.is_empty());
@@ -361,7 +326,7 @@ mod tests {
 
     #[test]
     fn a_full_list_refuses_new_revocations_and_keeps_the_old_ones() {
-        let list = MemoryRevocations::new(0, 2);
+        let list = MemoryRevocations::new(2);
         let kept = [token(NOW + 60), token(NOW + 60)];
         for t in kept {
             list.revoke_now(t, NOW).expect("room");
@@ -376,9 +341,10 @@ mod tests {
             "a repeated logout is still recognised when full"
         );
         assert!(kept.iter().all(|t| list.index.contains(&t.jti, NOW)));
-        list.index.purge_expired(NOW + 61);
+        let later = NOW + 60 + LEEWAY_SECONDS + 1;
+        list.index.purge_expired(later);
         assert_eq!(
-            list.revoke_now(token(NOW + 120), NOW + 61),
+            list.revoke_now(token(NOW + 120), later),
             Ok(Revocation::Revoked)
         );
     }
@@ -386,8 +352,7 @@ mod tests {
     #[test]
     fn an_index_rebuilt_from_a_record_drops_expired_entries_and_keeps_the_rest() {
         let live = token(NOW + 60);
-        let index =
-            RevocationIndex::from_entries(0, 1, [live, token(NOW - 60), token(NOW + 5)], NOW);
+        let index = RevocationIndex::from_entries(1, [live, token(NOW - 60), token(NOW + 5)], NOW);
         assert_eq!(
             index.len(),
             2,
@@ -398,7 +363,7 @@ mod tests {
 
     #[test]
     fn an_unrecorded_admission_frees_its_slot() {
-        let index = RevocationIndex::new(0, 1);
+        let index = RevocationIndex::new(1);
         let t = token(NOW + 60);
         let Ok(Admit::Record(slot)) = index.admit(t, NOW) else {
             panic!("room for one");
@@ -414,7 +379,7 @@ mod tests {
 
     #[test]
     fn concurrent_revocations_of_one_token_succeed_once() {
-        let list = Arc::new(MemoryRevocations::new(0, 100));
+        let list = Arc::new(MemoryRevocations::new(100));
         let shared = token(NOW + 60);
         let threads: Vec<_> = (0..8)
             .map(|_| {

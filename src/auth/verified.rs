@@ -17,7 +17,7 @@
 
 use quick_cache::sync::Cache;
 
-use super::jwt::{Claims, LEEWAY_SECONDS};
+use super::jwt::{self, Claims};
 
 /// Verified tokens and their claims.
 pub struct VerifiedTokens {
@@ -45,7 +45,7 @@ impl VerifiedTokens {
     pub fn get(&self, token: &str, now: u64) -> Option<Claims> {
         let cache = self.cache.as_ref()?;
         let claims = cache.get(token)?;
-        if claims.exp.saturating_add(LEEWAY_SECONDS) >= now {
+        if jwt::accepted_at(claims.exp, now) {
             Some(claims)
         } else {
             cache.remove(token);
@@ -74,6 +74,7 @@ impl VerifiedTokens {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::jwt::LEEWAY_SECONDS;
 
     fn claims(exp: u64) -> Claims {
         Claims {

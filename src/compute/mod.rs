@@ -31,13 +31,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, HeavyPool};
+use crate::fault::HEAVY_BUSY_RETRY_AFTER;
 use crate::metrics::Metrics;
 use child::ChildFailure;
 pub use stats::Phase;
 use stats::{JobStats, PhaseGuard};
-
-/// How long a refused client is told to wait before retrying.
-pub const BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Where a job computes. The names are the `method` of the HTTP answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,7 +240,7 @@ impl ComputePool {
         let Ok(admission) = Arc::clone(&self.admission).try_acquire_owned() else {
             self.stats.rejected();
             return Err(ComputeError::Busy {
-                retry_after: BUSY_RETRY_AFTER,
+                retry_after: HEAVY_BUSY_RETRY_AFTER,
             });
         };
         let cancel = CancellationToken::new();

@@ -2,6 +2,8 @@
 //! bounds of the revocation list and the token cache.
 
 use std::fmt;
+use std::num::NonZeroU32;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use rand::RngCore;
@@ -10,6 +12,14 @@ use super::{AppEnv, ConfigError, Env};
 
 /// Shortest `JWT_SECRET` accepted in production (HS256 wants a key at least as long as its hash).
 pub const MIN_PRODUCTION_SECRET_BYTES: usize = 32;
+
+/// What a per-minute login budget may be: at least one attempt, so a budget is never a lockout.
+const BUDGETS: RangeInclusive<NonZeroU32> = nonzero(1)..=nonzero(1_000_000);
+
+/// `n` as a budget; a compile-time error for 0.
+const fn nonzero(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).expect("budgets are written as positive literals")
+}
 
 /// The users of the original demo, available in development only.
 pub const DEMO_USERS: [(&str, &str); 2] = [("admin", "admin123"), ("user", "user123")];
@@ -24,10 +34,10 @@ pub struct AuthConfig {
     /// `AUTH_USERS`: `name:password` pairs (the demo users in development when unset).
     pub users: Vec<UserCredential>,
     /// `LOGIN_MAX_PER_MINUTE`: failed-login budget per client IP.
-    pub login_max_per_minute: u32,
+    pub login_max_per_minute: NonZeroU32,
     /// `LOGIN_SUCCESS_MAX_PER_MINUTE`: successful logins allowed per client IP and, separately,
     /// per account.
-    pub login_success_max_per_minute: u32,
+    pub login_success_max_per_minute: NonZeroU32,
     /// `REVOCATION_LIST_MAX`: most revoked tokens remembered at once; a logout past it is
     /// refused (503) rather than an older revocation forgotten.
     pub revocation_list_max: usize,
@@ -81,11 +91,11 @@ impl AuthConfig {
             jwt_secret,
             jwt_ttl: Duration::from_secs(env.int("JWT_TTL_SECONDS", 1..=31_536_000, 3600)?),
             users,
-            login_max_per_minute: env.int("LOGIN_MAX_PER_MINUTE", 1..=1_000_000, 10)?,
+            login_max_per_minute: env.int("LOGIN_MAX_PER_MINUTE", BUDGETS, nonzero(10))?,
             login_success_max_per_minute: env.int(
                 "LOGIN_SUCCESS_MAX_PER_MINUTE",
-                1..=1_000_000,
-                60,
+                BUDGETS,
+                nonzero(60),
             )?,
             revocation_list_max: env.int("REVOCATION_LIST_MAX", 1..=100_000_000, 1_000_000)?,
             token_cache_capacity: env.int("TOKEN_CACHE_CAPACITY", 0..=1_000_000, 10_000)?,

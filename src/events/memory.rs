@@ -11,7 +11,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use super::{Delivery, Event, EventBus, NewEvent, Subscription};
 use crate::clock;
-use crate::store::StoreError;
+use crate::fault::StoreError;
 
 /// Events a live subscriber may fall behind by before it skips ahead. Bounded so that memory
 /// does not depend on the slowest client: the channel holds at most this many shared events.

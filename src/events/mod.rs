@@ -23,7 +23,7 @@ use futures_util::stream::{self, BoxStream};
 use serde::Serialize;
 
 use crate::clock;
-use crate::store::StoreError;
+use crate::fault::StoreError;
 
 pub use memory::{LIVE_BUFFER, MemoryEventBus};
 pub use notifier::{Alone, NotifierLease, demo_notification, run_notifier};

@@ -16,8 +16,8 @@ use futures_util::future::{self, BoxFuture};
 use tokio::time::MissedTickBehavior;
 
 use super::{EventBus, Level, NewEvent};
+use crate::fault::StoreError;
 use crate::shutdown::Shutdown;
-use crate::store::StoreError;
 
 /// What the demo announces, in turn: one of each level.
 const MESSAGES: [(Level, &str); 4] = [

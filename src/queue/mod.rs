@@ -4,7 +4,7 @@
 //! [`QueueStore`] to make the change and then announces it on the event bus
 //! (`queue.enqueued`, `queue.dequeued`), so every caller emits the same events. The stores:
 //! - [`MemoryQueue`] (`STORE=memory`): a [`TaskHeap`] and nothing else;
-//! - the embedded store (`STORE=embedded`, see [`crate::store::embedded`]): the same heap as the
+//! - the embedded store (`STORE=embedded`, in `src/store/embedded`): the same heap as the
 //!   index that answers, with every change committed to SQLite before it is acknowledged.
 //!
 //! # Why boxed futures rather than sync methods or `async fn`
@@ -23,7 +23,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 use crate::events::{self, EventBus, Level, NewEvent};
-use crate::store::StoreError;
+use crate::fault::StoreError;
 
 pub use heap::{Entry, TaskHeap};
 pub use memory::MemoryQueue;

@@ -27,6 +27,7 @@ use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::events::{Delivery, Level, NewEvent, SubscriberSlot};
 use crate::extract::{ApiQuery, int_param};
+use crate::fault::STREAMS_FULL_RETRY_AFTER;
 use crate::openapi::tags;
 use crate::routes::X_ACCEL_BUFFERING;
 
@@ -34,8 +35,6 @@ use crate::routes::X_ACCEL_BUFFERING;
 const CONNECTED: &str = r#"{"message":"Connected to notification stream"}"#;
 /// How long a browser waits before reconnecting a dropped stream (the `retry:` hint).
 const RECONNECT_AFTER: Duration = Duration::from_secs(3);
-/// `Retry-After` when every stream slot is taken.
-const RETRY_WHEN_FULL: Duration = Duration::from_secs(5);
 /// Text of the keep-alive comment lines.
 const KEEP_ALIVE_TEXT: &str = "keep-alive";
 /// The header a reconnecting `EventSource` sends.
@@ -188,7 +187,7 @@ async fn notifications(
         .ok_or(ApiError::Unavailable {
             code: "too_many_streams",
             message: "Too many open event streams; retry later",
-            retry_after: RETRY_WHEN_FULL,
+            retry_after: STREAMS_FULL_RETRY_AFTER,
         })?;
     let skipped = state.metrics.counter("sse_events_skipped_total", &[]);
     let deliveries = state

@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
+use crate::fault::{STORE_RETRY_AFTER, StoreError};
 use crate::openapi::{ApiDocument, tags};
 use crate::routes::demo;
-use crate::store::{STORE_RETRY_AFTER, StoreError};
 
 /// How long `/ready` waits for the store before calling it unavailable: a load balancer's probe
 /// must get an answer well within its own timeout.

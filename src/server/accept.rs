@@ -23,6 +23,7 @@ use tokio::sync::Semaphore;
 
 use super::registry::ConnectionRegistry;
 use crate::error::{ErrorBody, retry_after_seconds};
+use crate::fault::SERVER_BUSY_RETRY_AFTER;
 use crate::metrics::Metrics;
 use crate::middleware::SECURITY_HEADERS;
 
@@ -30,9 +31,6 @@ use crate::middleware::SECURITY_HEADERS;
 /// the next `accept`. Connections asked to close go within milliseconds; the bound is for the
 /// case where none was idle.
 const ROOM_WAIT: Duration = Duration::from_millis(100);
-
-/// How soon a refused client may try again.
-const RETRY_BUSY_AFTER: Duration = Duration::from_secs(1);
 
 /// Refused connections waiting for their answer at once; past this many, a refused connection
 /// is closed without one. Each holds its descriptor until it is answered.
@@ -246,7 +244,7 @@ struct BusyAnswer {
 
 impl BusyAnswer {
     fn new() -> Self {
-        let retry_after = retry_after_seconds(RETRY_BUSY_AFTER);
+        let retry_after = retry_after_seconds(SERVER_BUSY_RETRY_AFTER);
         let body = serde_json::to_vec(&ErrorBody {
             error: "The server is at its connection limit; retry shortly".to_owned(),
             code: "server_busy",

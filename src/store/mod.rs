@@ -23,13 +23,9 @@ pub mod redis;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use std::num::NonZeroU32;
-
-use crate::auth::jwt::LEEWAY_SECONDS;
 use crate::auth::rate_limit::{LoginFailures, LoginRateLimiter};
 use crate::auth::{MemoryRevocations, RevocationStore};
 use crate::config::Config;
@@ -37,8 +33,7 @@ use crate::events::{Alone, EventBus, MemoryEventBus, NotifierLease};
 use crate::metrics::Metrics;
 use crate::queue::{MemoryQueue, QueueStore};
 
-/// How long a client is asked to wait after a store failure (`Retry-After`).
-pub const STORE_RETRY_AFTER: Duration = Duration::from_secs(1);
+pub use crate::fault::StoreError;
 
 /// Which implementation holds the state (`STORE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,18 +65,6 @@ impl std::str::FromStr for StoreKind {
             .into_iter()
             .find(|kind| kind.as_str() == s)
             .ok_or_else(|| format!("unknown store {s:?}; expected `embedded`, `memory` or `redis`"))
-    }
-}
-
-/// The store could not do what was asked; nothing was changed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("store unavailable: {0}")]
-pub struct StoreError(Arc<str>);
-
-impl StoreError {
-    /// An error with this cause (logged, never sent to the client).
-    pub fn new(cause: impl fmt::Display) -> Self {
-        Self(cause.to_string().into())
     }
 }
 
@@ -148,10 +131,7 @@ pub async fn open(config: &Config, metrics: &Metrics) -> Result<Stores, OpenErro
 pub fn memory(config: &Config) -> Stores {
     Stores {
         queue: Arc::new(MemoryQueue::new(config.queue.capacity)),
-        revocations: Arc::new(MemoryRevocations::new(
-            LEEWAY_SECONDS,
-            config.auth.revocation_list_max,
-        )),
+        revocations: Arc::new(MemoryRevocations::new(config.auth.revocation_list_max)),
         events: local_events(config),
         notifier: Arc::new(Alone),
         login_failures: local_login_failures(config),
@@ -166,8 +146,7 @@ pub fn local_events(config: &Config) -> Arc<dyn EventBus> {
 
 /// The failed-login budgets of a server that shares them with no other instance.
 pub fn local_login_failures(config: &Config) -> Arc<dyn LoginFailures> {
-    let budget = NonZeroU32::new(config.auth.login_max_per_minute).unwrap_or(NonZeroU32::MIN);
-    Arc::new(LoginRateLimiter::new(budget))
+    Arc::new(LoginRateLimiter::new(config.auth.login_max_per_minute))
 }
 
 /// The health of stores that live in this process: always answering, nothing to close.

@@ -18,8 +18,8 @@ use metrics::{Counter, Histogram};
 use tokio::sync::oneshot;
 
 use super::Write;
+use crate::fault::StoreError;
 use crate::metrics::Metrics;
-use crate::store::StoreError;
 
 /// Most writes committed in one transaction: enough to absorb any burst of concurrent requests,
 /// small enough that one commit never holds the thread for long.

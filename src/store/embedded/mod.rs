@@ -10,28 +10,28 @@
 //! the process: a restart begins a new sequence of ids, which reconnecting clients detect.
 //!
 //! Layout: [`database`] (the file, its schema, reading it back), [`journal`] (the writer thread
-//! and group commit), [`legacy`] (importing the snapshot files of earlier versions).
+//! and group commit).
 
 pub mod database;
 pub mod journal;
-pub mod legacy;
 
 use std::sync::Arc;
 
 use futures_util::future::{self, BoxFuture};
 use uuid::Uuid;
 
-use crate::auth::jwt::LEEWAY_SECONDS;
+use crate::auth::jwt;
 use crate::auth::revocation::Admit;
 use crate::auth::{Revocation, RevocationIndex, RevocationStore, RevokeError, RevokedToken};
 use crate::clock;
 use crate::config::Config;
 use crate::events::Alone;
+use crate::fault::StoreError;
 use crate::metrics::Metrics;
 use crate::queue::{
     Dequeued, Enqueued, Entry, QueueError, QueueStatus, QueueStore, QueuedTask, TaskHeap,
 };
-use crate::store::{self, StoreError, StoreHealth, Stores};
+use crate::store::{self, StoreHealth, Stores};
 use database::{Database, MAKE_IT_WRITABLE, OpenError};
 use journal::{Journal, Record};
 
@@ -63,8 +63,8 @@ pub enum Write {
     },
 }
 
-/// Opens the store in `DATA_DIR`: imports the snapshots of earlier versions, rebuilds the
-/// indexes from the file and starts the writer thread.
+/// Opens the store in `DATA_DIR`: rebuilds the indexes from the file and starts the writer
+/// thread.
 pub async fn open(config: &Config, metrics: &Metrics) -> Result<Stores, OpenError> {
     open_with(config, metrics, |db| db).await
 }
@@ -80,8 +80,7 @@ pub async fn open_with<R: Record>(
     let now = clock::unix_seconds();
     let (db, contents) = tokio::task::spawn_blocking(move || {
         let mut db = Database::open(&dir, fsync)?;
-        legacy::import_snapshots(&mut db, &dir, clock::unix_millis())?;
-        let contents = db.load(now.saturating_sub(LEEWAY_SECONDS))?;
+        let contents = db.load(jwt::oldest_accepted_exp(now))?;
         Ok::<_, OpenError>((db, contents))
     })
     .await
@@ -106,7 +105,6 @@ pub async fn open_with<R: Record>(
         contents.tasks,
     ));
     let index = Arc::new(RevocationIndex::from_entries(
-        LEEWAY_SECONDS,
         config.auth.revocation_list_max,
         contents.revocations,
         now,
@@ -236,14 +234,15 @@ impl RevocationStore for EmbeddedRevocations {
     }
 
     fn purge_expired(&self, now: u64) -> BoxFuture<'_, Result<usize, StoreError>> {
-        let purged = self.index.purge_expired(now);
-        let before = self.index.purge_before(now);
-        Box::pin(async move {
-            self.journal
-                .write(Write::PurgeRevocations { before })
-                .await?;
-            Ok(purged)
-        })
+        let before = jwt::oldest_accepted_exp(now);
+        let index = Arc::clone(&self.index);
+        // The index forgets only once the rows are gone: a failed purge leaves both as they were.
+        let committed = self
+            .journal
+            .commit(Write::PurgeRevocations { before }, move |result| {
+                result.map(|_| index.purge_expired(now))
+            });
+        Box::pin(committed)
     }
 
     fn len(&self) -> usize {

@@ -7,6 +7,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::auth::jwt::LEEWAY_SECONDS;
 use crate::queue::{Priority, TaskText};
 
 /// A record that refuses every commit while `failing` is set, as a full or broken disk would.
@@ -165,6 +166,13 @@ async fn a_failing_store_refuses_every_change_and_changes_nothing() {
         .enqueue(task("kept", 1))
         .await
         .expect("enqueued");
+    let now = clock::unix_seconds();
+    let expiring = token(now + 5);
+    stores
+        .revocations
+        .revoke(expiring, now)
+        .await
+        .expect("revoked");
     failing.store(true, Ordering::SeqCst);
 
     assert!(matches!(
@@ -196,7 +204,16 @@ async fn a_failing_store_refuses_every_change_and_changes_nothing() {
             .await
             .unwrap()
     );
-    assert_eq!(stores.revocations.len(), 0);
+    let past_expiry = now + 5 + LEEWAY_SECONDS + 1;
+    assert!(
+        stores.revocations.purge_expired(past_expiry).await.is_err(),
+        "the purge is not committed"
+    );
+    assert_eq!(
+        stores.revocations.len(),
+        1,
+        "and the index forgets nothing either"
+    );
     assert!(stores.health.ping().await.is_err());
 
     failing.store(false, Ordering::SeqCst);

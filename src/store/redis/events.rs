@@ -31,8 +31,8 @@ use tokio_util::sync::CancellationToken;
 use super::{CONNECT_TIMEOUT, Redis};
 use crate::clock;
 use crate::events::{Delivery, Event, EventBus, LIVE_BUFFER, NewEvent, Subscription};
+use crate::fault::StoreError;
 use crate::metrics::Metrics;
-use crate::store::StoreError;
 
 /// KEYS: id counter, stream. ARGV: members, timestamp, stream length (0: keep none), channel.
 /// Returns the event's id.

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::Redis;
 use crate::events::NotifierLease;
-use crate::store::StoreError;
+use crate::fault::StoreError;
 
 /// KEYS: lease. ARGV: holder, lifetime in ms. Returns 1 when the caller holds the lease.
 const HOLD: &str = include_str!("lua/hold_lease.lua");

@@ -7,6 +7,7 @@
 //! disagree). The key expires when the budget is full again.
 
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -24,17 +25,16 @@ pub struct RedisLoginFailures {
     redis: Redis,
     /// Milliseconds for one unit to come back.
     interval_ms: u64,
-    burst: u32,
+    burst: NonZeroU32,
     script: Script,
 }
 
 impl RedisLoginFailures {
-    pub(super) fn new(redis: Redis, per_minute: u32) -> Self {
-        let burst = per_minute.max(1);
+    pub(super) fn new(redis: Redis, per_minute: NonZeroU32) -> Self {
         Self {
             redis,
-            interval_ms: 60_000 / u64::from(burst),
-            burst,
+            interval_ms: 60_000 / u64::from(per_minute.get()),
+            burst: per_minute,
             script: Script::new(BUDGET),
         }
     }
@@ -47,7 +47,7 @@ impl RedisLoginFailures {
                 self.script
                     .key(key)
                     .arg(self.interval_ms)
-                    .arg(self.burst)
+                    .arg(self.burst.get())
                     .arg(mode)
                     .invoke_async(&mut connection)
                     .await

@@ -36,8 +36,9 @@ use redis::{Client, RedisResult};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::fault::StoreError;
 use crate::metrics::Metrics;
-use crate::store::{StoreError, StoreHealth, Stores};
+use crate::store::{StoreHealth, Stores};
 
 /// Longest a store operation may take, reconnection included, before it is answered as a store
 /// failure.

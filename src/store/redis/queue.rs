@@ -14,8 +14,8 @@ use futures_util::future::BoxFuture;
 use redis::Script;
 
 use super::Redis;
+use crate::fault::StoreError;
 use crate::queue::{Dequeued, Enqueued, QueueError, QueueStatus, QueueStore, QueuedTask};
-use crate::store::StoreError;
 
 /// Width of the arrival number at the start of each member.
 const ARRIVAL_DIGITS: usize = 20;

@@ -17,10 +17,9 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::Redis;
-use crate::auth::jwt::LEEWAY_SECONDS;
-use crate::auth::revocation::Expiry;
+use crate::auth::jwt;
 use crate::auth::{Revocation, RevocationStore, RevokeError, RevokedToken};
-use crate::store::StoreError;
+use crate::fault::StoreError;
 
 /// KEYS: revoked set. ARGV: jti, exp, purge below this exp, capacity.
 /// Returns {1, size} when revoked, {0, size} when already revoked, {-1, size} when full.
@@ -34,7 +33,6 @@ pub struct RedisRevocations {
     redis: Redis,
     capacity: usize,
     revoke: Script,
-    expiry: Expiry,
     last_len: AtomicUsize,
     checks: Checks,
 }
@@ -47,7 +45,6 @@ impl RedisRevocations {
             redis,
             capacity,
             revoke: Script::new(REVOKE),
-            expiry: Expiry::new(LEEWAY_SECONDS),
             last_len: AtomicUsize::new(0),
         }
     }
@@ -133,13 +130,13 @@ impl RevocationStore for RedisRevocations {
         token: RevokedToken,
         now: u64,
     ) -> BoxFuture<'_, Result<Revocation, RevokeError>> {
-        if !self.expiry.in_force(token.exp, now) {
+        if !jwt::accepted_at(token.exp, now) {
             // Refused by verification anyway: nothing to remember.
             return Box::pin(future::ready(Ok(Revocation::Revoked)));
         }
         Box::pin(async move {
             let key = &self.redis.keys.revoked;
-            let before = self.expiry.purge_before(now);
+            let before = jwt::oldest_accepted_exp(now);
             let (outcome, size): (i8, usize) = self
                 .redis
                 .run(|mut connection| async move {
@@ -167,14 +164,14 @@ impl RevocationStore for RedisRevocations {
     fn is_revoked(&self, jti: Uuid, now: u64) -> BoxFuture<'_, Result<bool, StoreError>> {
         Box::pin(async move {
             let exp = self.checks.exp_of(jti).await?;
-            Ok(exp.is_some_and(|exp| self.expiry.in_force(exp, now)))
+            Ok(exp.is_some_and(|exp| jwt::accepted_at(exp, now)))
         })
     }
 
     fn purge_expired(&self, now: u64) -> BoxFuture<'_, Result<usize, StoreError>> {
         Box::pin(async move {
             let key = &self.redis.keys.revoked;
-            let before = self.expiry.purge_before(now);
+            let before = jwt::oldest_accepted_exp(now);
             let (purged, size): (usize, usize) = self
                 .redis
                 .run(|mut connection| async move {
