@@ -36,6 +36,17 @@ ensure_oha() {
   fi
 }
 
+# fill_queue BASE COUNT [BODY]: enqueues COUNT tasks (BODY, a priority-5 task by default) on the
+# server at BASE, over HTTP with oha at 64 connections: the way every script fills a queue, on
+# any store.
+fill_queue() {
+  local base=$1 count=$2 body=${3:-'{"task":"prefill","priority":5}'}
+  ensure_oha
+  echo "filling the queue at $base with $count tasks over HTTP" >&2
+  oha --no-tui --output-format quiet -n "$count" -c 64 -m POST \
+    -H 'content-type: application/json' -d "$body" "$base/enqueue" >/dev/null
+}
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }

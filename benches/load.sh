@@ -40,32 +40,17 @@ CONDITIONS_BEFORE=$(load_conditions)
 
 FLOOR_PORT=$(free_port); start_floor "$FLOOR_PORT"; FLOOR_PID=$LAST_PID
 
-# An embedded store imports a queue snapshot of the earlier file format once at start: the
-# fastest way to pre-fill its queue. The memory store keeps nothing, so it is filled over HTTP.
-prefilled_dir() {
-  new_data_dir
-  python3 - "$NEW_DIR/queue.json" "$PREFILL" <<'EOF'
-import json, sys, uuid
-path, count = sys.argv[1], int(sys.argv[2])
-tasks = [{"id": str(uuid.uuid4()), "task": "prefill", "priority": 5, "enqueuedAtMs": 0}
-         for _ in range(count)]
-with open(path, "w") as f:
-    json.dump({"version": 1, "tasks": tasks}, f)
-EOF
-}
 LIMITS=(QUEUE_CAPACITY=100000000 LOGIN_MAX_PER_MINUTE=1000000)
-prefilled_dir
 PORT=$(free_port)
-start_backflow "$PORT" DATA_DIR="$NEW_DIR" STORE=embedded "${LIMITS[@]}"
+start_backflow "$PORT" STORE=embedded "${LIMITS[@]}"
 SERVER_PID=$LAST_PID
 BASE="http://127.0.0.1:$PORT"
 MEMORY_PORT=$(free_port)
 start_backflow "$MEMORY_PORT" STORE=memory "${LIMITS[@]}"
 MEMORY_PID=$LAST_PID
 MEMORY_BASE="http://127.0.0.1:$MEMORY_PORT"
-echo "pre-filling the memory store's queue with $PREFILL tasks over HTTP" >&2
-oha --no-tui --output-format quiet -n "$PREFILL" -c "$CONNECTIONS" -m POST \
-  -H 'content-type: application/json' -d '{"task":"prefill","priority":5}' "$MEMORY_BASE/enqueue" >/dev/null
+fill_queue "$BASE" "$PREFILL"
+fill_queue "$MEMORY_BASE" "$PREFILL"
 FSYNC_PORT=$(free_port)
 start_backflow "$FSYNC_PORT" STORE=embedded FSYNC_COMMITS=true "${LIMITS[@]}"
 FSYNC_PID=$LAST_PID
@@ -87,9 +72,7 @@ start_backflow "$REDIS_BF_PORT" STORE=redis REDIS_URL="redis://127.0.0.1:$REDIS_
   REDIS_PREFIX=bench "${LIMITS[@]}"
 REDIS_BF_PID=$LAST_PID
 REDIS_BASE="http://127.0.0.1:$REDIS_BF_PORT"
-echo "pre-filling the Redis store's queue with $PREFILL tasks over HTTP" >&2
-oha --no-tui --output-format quiet -n "$PREFILL" -c "$CONNECTIONS" -m POST \
-  -H 'content-type: application/json' -d '{"task":"prefill","priority":5}' "$REDIS_BASE/enqueue" >/dev/null
+fill_queue "$REDIS_BASE" "$PREFILL"
 
 token_of() {
   curl -fsS -X POST "$1/login" -H 'content-type: application/json' \

@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # Start-up time and memory of the embedded store holding a large queue.
 #
-# Writes a queue snapshot of the earlier file format with TASKS tasks (random priorities,
-# "task-<n>" texts), starts the release binary on it once (which imports it into
-# DATA_DIR/backflow.db), stops it, then starts it RESTARTS times on the store alone and reports
-# the time from exec to the first answer of /ready (median), the resident memory per queued task
+# Starts the release binary on a new DATA_DIR, fills its queue with TASKS tasks over HTTP (see
+# fill_queue in lib.sh), stops it, then starts it RESTARTS times on that store and reports the
+# time from exec to the first answer of /ready (median), the resident memory per queued task
 # (against the same server on an empty store), and the database's size per task.
 #
 # Usage: benches/store_startup.sh        TASKS=1000000 RESTARTS=3 by default.
@@ -15,18 +14,9 @@ RESTARTS=${RESTARTS:-3}
 
 build_release
 new_data_dir; FULL_DIR=$NEW_DIR
-python3 - "$FULL_DIR/queue.json" "$TASKS" <<'PY'
-import json, random, sys, uuid
-path, count = sys.argv[1], int(sys.argv[2])
-random.seed(7)
-tasks = [{"id": str(uuid.uuid4()), "task": f"task-{n}", "priority": random.randint(0, 9),
-          "enqueuedAtMs": 1_700_000_000_000 + n} for n in range(count)]
-with open(path, "w") as f:
-    json.dump({"version": 1, "tasks": tasks}, f)
-PY
 
-# start_timed DIR: starts the server on DIR and waits for /ready; sets LAST_PID and SECONDS_TO_READY
-# (from exec to the first answer).
+# start_timed DIR: starts the server on DIR and waits for /ready; sets LAST_PID, LAST_PORT and
+# SECONDS_TO_READY (from exec to the first answer).
 start_timed() {
   local dir=$1 port started
   port=$(free_port)
@@ -34,6 +24,7 @@ start_timed() {
   env HOST=127.0.0.1 PORT="$port" RUST_LOG=warn DATA_DIR="$dir" QUEUE_CAPACITY=100000000 \
     "$ROOT/target/release/backflow" >>"$RESULTS/store-startup.log" 2>&1 &
   LAST_PID=$!
+  LAST_PORT=$port
   PIDS+=("$LAST_PID")
   until curl -fsS "http://127.0.0.1:$port/ready" >/dev/null 2>&1; do
     kill -0 "$LAST_PID" 2>/dev/null || { echo "the server exited; see $RESULTS/store-startup.log" >&2; exit 1; }
@@ -48,7 +39,7 @@ stop() {
 }
 
 start_timed "$FULL_DIR"
-IMPORT=$SECONDS_TO_READY
+fill_queue "http://127.0.0.1:$LAST_PORT" "$TASKS"
 stop "$LAST_PID"
 TIMES=()
 for _ in $(seq 1 "$RESTARTS"); do
@@ -64,15 +55,14 @@ EMPTY_RSS=$(rss_kib "$LAST_PID")
 stop "$LAST_PID"
 DB_BYTES=$(stat -c %s "$FULL_DIR/backflow.db")
 
-python3 - "$TASKS" "$IMPORT" "$EMPTY_TIME" "$FULL_RSS" "$EMPTY_RSS" "$DB_BYTES" "${TIMES[@]}" <<'PY'
+python3 - "$TASKS" "$EMPTY_TIME" "$FULL_RSS" "$EMPTY_RSS" "$DB_BYTES" "${TIMES[@]}" <<'PY'
 import statistics, sys
-tasks, import_s, empty_s, full_kib, empty_kib, db_bytes = sys.argv[1:7]
-times = [float(t) for t in sys.argv[7:]]
+tasks, empty_s, full_kib, empty_kib, db_bytes = sys.argv[1:6]
+times = [float(t) for t in sys.argv[6:]]
 tasks = int(tasks)
 print(f"embedded store holding {tasks} queued tasks (release build):")
 print(f"- start-up to the first /ready answer: median {statistics.median(times):.2f} s "
       f"(runs: {', '.join(f'{t:.2f}' for t in times)}); empty store {float(empty_s):.2f} s")
-print(f"- first start, importing the snapshot of the earlier format: {float(import_s):.2f} s")
 print(f"- resident memory: {int(full_kib) / 1024:.0f} MiB vs {int(empty_kib) / 1024:.1f} MiB empty: "
       f"{(int(full_kib) - int(empty_kib)) * 1024 / tasks:.0f} bytes per queued task")
 print(f"- database file: {int(db_bytes) / 2**20:.0f} MiB, {int(db_bytes) / tasks:.0f} bytes per task")

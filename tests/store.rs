@@ -1,12 +1,12 @@
 //! The embedded store seen from outside: start-up refusals that name the file and what to do,
-//! the one-time import of earlier versions' snapshots, readiness, and the cap on revocations.
+//! readiness, and the cap on revocations.
 
 mod common;
 
 use std::path::Path;
 
 use common::process::refused_start;
-use common::{error_body, spawn_app_with, spawn_config, test_config};
+use common::{error_body, spawn_app_with};
 use serde_json::{Value, json};
 
 const SECRET: &str = "test-secret-that-is-long-enough-for-hs256!";
@@ -54,79 +54,6 @@ async fn a_database_of_another_application_is_refused() {
         .expect("a foreign schema");
     drop(other);
     assert_refused(dir.path(), &file, "another application").await;
-}
-
-#[tokio::test]
-async fn snapshots_of_earlier_versions_are_imported_once_then_renamed() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let snapshot: Vec<Value> = [("urgent", 1), ("first", 2), ("second", 2)]
-        .iter()
-        .enumerate()
-        .map(|(n, (task, priority))| {
-            json!({
-                "id": format!("00000000-0000-4000-8000-00000000000{n}"),
-                "task": task,
-                "priority": priority,
-                "enqueuedAtMs": 1_700_000_000_000_u64 + n as u64,
-            })
-        })
-        .collect();
-    std::fs::write(
-        dir.path().join("queue.json"),
-        json!({"version": 1, "tasks": snapshot}).to_string(),
-    )
-    .expect("write");
-    let revoked_jti = "11111111-1111-4111-8111-111111111111";
-    let far_future = 4_000_000_000_u64;
-    std::fs::write(
-        dir.path().join("revocations.json"),
-        json!({"revoked": [{"jti": revoked_jti, "exp": far_future}, {"jti": "22222222-2222-4222-8222-222222222222", "exp": 1}]})
-            .to_string(),
-    )
-    .expect("write");
-
-    let app = spawn_config(test_config(dir.path(), &[("JWT_SECRET", SECRET)])).await;
-    assert!(dir.path().join("queue.json.imported").is_file());
-    assert!(dir.path().join("revocations.json.imported").is_file());
-    assert!(!dir.path().join("queue.json").exists());
-    assert_eq!(
-        app.metric_value("auth_revoked_tokens", &[]).await,
-        Some(1.0),
-        "the live revocation is imported, the expired one is not"
-    );
-    let (_, guard) = app.stop().await;
-
-    // A second start finds the snapshots imported and does not add them again.
-    std::fs::copy(
-        dir.path().join("queue.json.imported"),
-        dir.path().join("queue.json"),
-    )
-    .expect("copy");
-    let app = spawn_config(test_config(dir.path(), &[("JWT_SECRET", SECRET)])).await;
-    let mut drained = Vec::new();
-    loop {
-        let response = app.get("/dequeue").await;
-        if response.status() == 404 {
-            break;
-        }
-        let body: Value = response.json().await.expect("JSON");
-        drained.push(body["task"].as_str().expect("a task").to_owned());
-    }
-    assert_eq!(
-        drained,
-        ["urgent", "first", "second"],
-        "once each, in the snapshot's order"
-    );
-    drop(guard);
-}
-
-#[tokio::test]
-async fn an_unreadable_snapshot_of_an_earlier_version_stops_start_up_naming_it() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("queue.json");
-    std::fs::write(&file, b"{\"version\":1,\"tasks\":[").expect("write");
-    assert_refused(dir.path(), &file, "move the file away").await;
-    assert!(file.is_file(), "the file is left where it was");
 }
 
 #[tokio::test]

@@ -16,8 +16,8 @@ use uuid::Uuid;
 use super::Write;
 use super::journal::Record;
 use crate::auth::RevokedToken;
+use crate::fault::StoreError;
 use crate::queue::{Entry, Priority, QueuedTask, TaskText};
-use crate::store::StoreError;
 
 /// Name of the database file in `DATA_DIR`.
 pub const DATABASE_FILE: &str = "backflow.db";
@@ -46,12 +46,6 @@ const SCHEMA: &str = "
         exp INTEGER NOT NULL
     ) WITHOUT ROWID;
     CREATE INDEX revocations_by_exp ON revocations (exp);
-    -- Snapshot files of earlier versions already imported, so an import happens once.
-    CREATE TABLE imports (
-        file           TEXT    PRIMARY KEY,
-        rows           INTEGER NOT NULL,
-        imported_at_ms INTEGER NOT NULL
-    );
     -- Written by readiness checks, so /ready proves that a commit goes through.
     CREATE TABLE readiness (
         id         INTEGER PRIMARY KEY CHECK (id = 1),
@@ -74,8 +68,6 @@ pub struct OpenError {
 /// The advice for a file that is not, or no longer, a readable store.
 pub const MOVE_IT_AWAY: &str = "move the file away to start with an empty store, or restore it \
     from a backup";
-/// The advice for a snapshot file of an earlier version that cannot be read.
-pub const MOVE_SNAPSHOT_AWAY: &str = "move the file away to start without it, or repair it";
 /// The advice for a directory or file the server cannot write.
 pub const MAKE_IT_WRITABLE: &str = "set DATA_DIR to a directory this user can create and write";
 
@@ -275,51 +267,6 @@ impl Database {
             });
         }
         Ok(contents)
-    }
-
-    /// Whether the snapshot file `name` was imported already.
-    pub fn imported(&self, name: &str) -> Result<bool, OpenError> {
-        self.conn
-            .query_row(
-                "SELECT count(*) > 0 FROM imports WHERE file = ?1",
-                [name],
-                |row| row.get(0),
-            )
-            .map_err(|err| OpenError::sqlite(&self.path, &err))
-    }
-
-    /// Records `tasks` (in arrival order, after every task already held) and `revocations`
-    /// from the snapshot file `name`, in one transaction that also marks the file imported.
-    pub fn import(
-        &mut self,
-        name: &str,
-        tasks: &[QueuedTask],
-        revocations: &[RevokedToken],
-        now_ms: u64,
-    ) -> Result<(), OpenError> {
-        let sqlite = at(&self.path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sqlite)?;
-        let first_seq: i64 = tx
-            .query_row("SELECT coalesce(max(seq) + 1, 0) FROM tasks", [], |row| {
-                row.get(0)
-            })
-            .map_err(sqlite)?;
-        for (seq, task) in (first_seq..).zip(tasks) {
-            insert_task(&tx, seq, task).map_err(sqlite)?;
-        }
-        for token in revocations {
-            insert_revocation(&tx, token).map_err(sqlite)?;
-        }
-        let rows = tasks.len() + revocations.len();
-        tx.execute(
-            "INSERT INTO imports (file, rows, imported_at_ms) VALUES (?1, ?2, ?3)",
-            params![name, to_sql_int(rows as u64), to_sql_int(now_ms)],
-        )
-        .map_err(sqlite)?;
-        tx.commit().map_err(sqlite)
     }
 }
 
