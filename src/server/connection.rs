@@ -29,7 +29,8 @@ use tokio::net::TcpStream;
 use tower::ServiceExt;
 use tower::util::Oneshot;
 
-use super::registry::{Phase, Registration, Slot};
+use super::registry::Registration;
+use super::slot::{Phase, Slot};
 
 /// The content type of an event stream.
 const EVENT_STREAM: &[u8] = b"text/event-stream";

@@ -25,6 +25,7 @@ mod accept;
 mod connection;
 mod fd_limit;
 mod registry;
+mod slot;
 
 use std::net::SocketAddr;
 

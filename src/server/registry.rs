@@ -1,8 +1,8 @@
 //! Every open connection and what it is doing, so that room can be made when there is none.
 //!
-//! The accept loop registers each connection it takes and gets a [`Slot`] for it: one atomic
-//! word that the connection's own service updates as requests come and go, and a wake-up
-//! through which the connection is asked to close. A request therefore costs a few stores to its
+//! The accept loop registers each connection it takes and gets a [`Slot`] for it (see
+//! `slot.rs`): one atomic word that the connection's own service updates as requests come and
+//! go, and a wake-up through which the connection is asked to close. A request therefore costs a few stores to its
 //! own connection's word and no lock; the registry's lock is taken when a connection opens and
 //! when it closes, and when room is made or `/metrics` is read.
 //!
@@ -19,10 +19,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use metrics::Counter;
+use metrics::{Counter, Gauge};
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 
+use super::slot::{Phase, Slot, phase_of, stamp_of};
 use crate::metrics::Metrics;
 
 /// Most idle connections closed at once to admit one: room for the next arrivals too, so a
@@ -31,126 +32,6 @@ const ROOM_BATCH_MAX: usize = 32;
 
 /// Least time between two warnings that the cap or the open-file limit was reached.
 const WARN_EVERY: Duration = Duration::from_secs(10);
-
-/// The `state` label of `http_connections_open`, for each [`Phase::state`].
-const STATES: [&str; 5] = ["new", "active", "idle", "sse", "closing"];
-
-/// Bits of a slot's word that hold the phase; the rest hold the stamp.
-const PHASE_BITS: u32 = 3;
-
-/// What a connection is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Phase {
-    /// Accepted; no complete request head yet.
-    New,
-    /// A request is being handled, or its response is still being sent.
-    Active,
-    /// Keep-alive, between two requests.
-    Idle,
-    /// Sending an event stream.
-    Streaming,
-    /// Asked to close before it sent a request: nothing was answered, it is dropped at once.
-    ClosingNew,
-    /// Asked to close after a response: the response is finished, then the connection closed.
-    Closing,
-}
-
-impl Phase {
-    const ALL: [Self; 6] = [
-        Self::New,
-        Self::Active,
-        Self::Idle,
-        Self::Streaming,
-        Self::ClosingNew,
-        Self::Closing,
-    ];
-
-    /// Its place in [`STATES`].
-    fn state(self) -> usize {
-        match self {
-            Self::New => 0,
-            Self::Active => 1,
-            Self::Idle => 2,
-            Self::Streaming => 3,
-            Self::ClosingNew | Self::Closing => 4,
-        }
-    }
-
-    /// The phase a connection doing nothing moves to when asked to close.
-    fn closing(self) -> Option<Self> {
-        match self {
-            Self::New => Some(Self::ClosingNew),
-            Self::Idle => Some(Self::Closing),
-            _ => None,
-        }
-    }
-}
-
-fn word(stamp: u64, phase: Phase) -> u64 {
-    (stamp << PHASE_BITS) | phase as u64
-}
-
-fn phase_of(word: u64) -> Phase {
-    Phase::ALL[(word & ((1 << PHASE_BITS) - 1)) as usize]
-}
-
-fn stamp_of(word: u64) -> u64 {
-    word >> PHASE_BITS
-}
-
-/// One connection's phase and its wake-up, shared by its task, its service and the registry.
-pub(super) struct Slot {
-    word: AtomicU64,
-    close: Notify,
-    /// The registry's count of accepted connections.
-    clock: Arc<AtomicU64>,
-}
-
-impl Slot {
-    /// A request head arrived. Stored over a pending close too: the connection task then
-    /// finishes this request before it closes.
-    pub(super) fn request_started(&self) {
-        self.word.store(word(0, Phase::Active), Relaxed);
-    }
-
-    /// The response is an event stream.
-    pub(super) fn streaming(&self) {
-        self.word.store(word(0, Phase::Streaming), Relaxed);
-    }
-
-    /// The response body was sent, or dropped.
-    pub(super) fn response_finished(&self) {
-        let now = self.clock.load(Relaxed);
-        self.word.store(word(now, Phase::Idle), Relaxed);
-    }
-
-    pub(super) fn phase(&self) -> Phase {
-        phase_of(self.word.load(Relaxed))
-    }
-
-    /// Moves a connection that has not sent a request yet to [`Phase::ClosingNew`]; `false` if
-    /// it has, or is already closing.
-    pub(super) fn expire_new(&self) -> bool {
-        let seen = self.word.load(Relaxed);
-        phase_of(seen) == Phase::New && self.try_close(seen)
-    }
-
-    /// Completes when the connection is asked to close (made room for, or the server stops).
-    pub(super) fn close_requested(&self) -> Notified<'_> {
-        self.close.notified()
-    }
-
-    /// Moves the word from `seen`, a phase that may be closed, to its closing phase, unless a
-    /// request changed it meanwhile.
-    fn try_close(&self, seen: u64) -> bool {
-        let Some(closing) = phase_of(seen).closing() else {
-            return false;
-        };
-        self.word
-            .compare_exchange(seen, word(stamp_of(seen), closing), Relaxed, Relaxed)
-            .is_ok()
-    }
-}
 
 /// The open connections of one server, and its `MAX_CONNECTIONS`.
 pub(super) struct ConnectionRegistry {
@@ -232,11 +113,7 @@ impl ConnectionRegistry {
             return None;
         }
         let id = self.clock.fetch_add(1, Relaxed) + 1;
-        let slot = Arc::new(Slot {
-            word: AtomicU64::new(word(id, Phase::New)),
-            close: Notify::new(),
-            clock: self.clock.clone(),
-        });
+        let slot = Arc::new(Slot::new(id, self.clock.clone()));
         open.slots.insert(
             id,
             Entry {
@@ -267,11 +144,11 @@ impl ConnectionRegistry {
     pub(super) fn stop(&self) {
         let open = self.lock();
         for entry in open.slots.values() {
-            let seen = entry.slot.word.load(Relaxed);
+            let seen = entry.slot.seen();
             if phase_of(seen) == Phase::New {
                 entry.slot.try_close(seen);
             }
-            entry.slot.close.notify_one();
+            entry.slot.ask_to_close();
         }
     }
 
@@ -286,11 +163,11 @@ impl ConnectionRegistry {
         }
     }
 
-    /// Open connections by state, in the order of [`STATES`].
-    fn census(&self) -> [usize; STATES.len()] {
-        let mut counts = [0; STATES.len()];
+    /// Open connections by [`Phase::label`]; a label no connection has is absent.
+    fn census(&self) -> HashMap<&'static str, usize> {
+        let mut counts = HashMap::new();
         for entry in self.lock().slots.values() {
-            counts[entry.slot.phase().state()] += 1;
+            *counts.entry(entry.slot.phase().label()).or_default() += 1;
         }
         counts
     }
@@ -300,13 +177,13 @@ impl ConnectionRegistry {
             .slots
             .iter()
             .filter(|(_, entry)| !entry.closing)
-            .map(|(&id, entry)| (id, entry.slot.word.load(Relaxed)));
+            .map(|(&id, entry)| (id, entry.slot.seen()));
         let mut closed = 0;
         for (id, seen) in least_recently_used(candidates) {
             let entry = open.slots.get_mut(&id).expect("the victim was just listed");
             if entry.slot.try_close(seen) {
                 entry.closing = true;
-                entry.slot.close.notify_one();
+                entry.slot.ask_to_close();
                 closed += 1;
             }
         }
@@ -370,14 +247,24 @@ fn least_recently_used(candidates: impl Iterator<Item = (u64, u64)>) -> Vec<(u64
     idle
 }
 
-/// Sets `http_connections_open{state}` from the registry each time the metrics are read.
+/// Sets `http_connections_open{state}`, one gauge per label, from the registry each time the
+/// metrics are read.
 fn export_census(registry: &Arc<ConnectionRegistry>, metrics: &Metrics) {
     let registry: Weak<ConnectionRegistry> = Arc::downgrade(registry);
-    let gauges = STATES.map(|state| metrics.gauge("http_connections_open", &[("state", state)]));
+    let mut gauges: Vec<(&'static str, Gauge)> = Vec::new();
+    for label in Phase::ALL.map(Phase::label) {
+        if gauges.iter().all(|(known, _)| *known != label) {
+            gauges.push((
+                label,
+                metrics.gauge("http_connections_open", &[("state", label)]),
+            ));
+        }
+    }
     metrics.refresh_on_render(move || {
         if let Some(registry) = registry.upgrade() {
-            for (gauge, count) in gauges.iter().zip(registry.census()) {
-                gauge.set(count as f64);
+            let counts = registry.census();
+            for (label, gauge) in &gauges {
+                gauge.set(counts.get(label).copied().unwrap_or(0) as f64);
             }
         }
     });
@@ -386,6 +273,7 @@ fn export_census(registry: &Arc<ConnectionRegistry>, metrics: &Metrics) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::slot::word;
 
     fn ids(chosen: &[(u64, u64)]) -> Vec<u64> {
         chosen.iter().map(|&(id, _)| id).collect()
@@ -424,30 +312,6 @@ mod tests {
     }
 
     #[test]
-    fn a_request_keeps_its_connection_from_being_closed() {
-        let clock = Arc::new(AtomicU64::new(9));
-        let slot = Slot {
-            word: AtomicU64::new(word(1, Phase::New)),
-            close: Notify::new(),
-            clock,
-        };
-        let seen = slot.word.load(Relaxed);
-        slot.request_started();
-        assert!(
-            !slot.try_close(seen),
-            "the request arrived after the choice"
-        );
-        assert!(!slot.expire_new());
-        slot.streaming();
-        assert_eq!(slot.phase(), Phase::Streaming);
-        slot.response_finished();
-        let seen = slot.word.load(Relaxed);
-        assert_eq!((phase_of(seen), stamp_of(seen)), (Phase::Idle, 9));
-        assert!(slot.try_close(seen));
-        assert_eq!(slot.phase(), Phase::Closing);
-    }
-
-    #[test]
     fn at_the_cap_the_oldest_idle_connection_makes_room_and_busy_ones_never_do() {
         let metrics = Metrics::new();
         let registry = ConnectionRegistry::new(2, &metrics);
@@ -461,9 +325,9 @@ mod tests {
         assert_eq!(second.slot().phase(), Phase::Closing);
         assert_eq!(first.slot().phase(), Phase::Active);
         // The closing one no longer counts against the cap, but is still open.
-        assert_eq!(registry.census()[Phase::Closing.state()], 1);
+        assert_eq!(registry.census()["closing"], 1);
         drop(second);
-        assert_eq!(registry.census().iter().sum::<usize>(), 2);
+        assert_eq!(registry.census().values().sum::<usize>(), 2);
         assert_eq!(third.slot().phase(), Phase::New);
         let text = metrics.render();
         for expected in [
