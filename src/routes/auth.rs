@@ -77,9 +77,11 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     a missing or empty field gets the contract's message rather than a parser's"
 )]
 struct LoginRequest {
-    #[schema(example = "admin")]
+    /// A configured user's name; an empty one is `missing_credentials`.
+    #[schema(min_length = 1, example = "admin")]
     username: String,
-    #[schema(example = "admin123", format = Password)]
+    /// Its password; an empty one is `missing_credentials`.
+    #[schema(min_length = 1, example = "admin123", format = Password)]
     password: String,
 }
 

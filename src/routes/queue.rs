@@ -9,14 +9,13 @@
 //! The queue service ([`crate::queue::TaskQueue`]) publishes a `queue.enqueued` /
 //! `queue.dequeued` application event for each change, so the handlers only translate.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::extract::State;
 
 use serde::Serialize;
 use serde_json::{Number, Value};
 use utoipa::ToSchema;
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -24,11 +23,9 @@ use uuid::Uuid;
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiJson;
+use crate::fault::QUEUE_FULL_RETRY_AFTER;
 use crate::openapi::tags;
 use crate::queue::{InvalidPriority, MAX_TASK_CHARS, Priority, QueueError, QueuedTask, TaskText};
-
-/// `Retry-After` of a `queue_full` answer: consumers drain at their own pace, so a short hint.
-const QUEUE_FULL_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// `POST /enqueue`, `GET /dequeue`, `POST /dequeue`, `GET /queue/status`.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -46,12 +43,37 @@ pub fn router() -> OpenApiRouter<AppState> {
     each mistake gets the contract's own message (see the module documentation)"
 )]
 struct EnqueueRequest {
-    /// What to do; 1 to 1024 characters.
-    #[schema(min_length = 1, max_length = 1024, example = "Process payment")]
+    #[schema(schema_with = task_schema)]
     task: String,
-    /// Lower is served first; a whole number within ±2^53.
-    #[schema(minimum = -9007199254740992_i64, maximum = 9007199254740992_i64, example = 1)]
+    #[schema(schema_with = priority_schema)]
     priority: i64,
+}
+
+/// The `task` field, with the bounds [`TaskText::parse`] applies.
+fn task_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(format!(
+            "What to do; 1 to {MAX_TASK_CHARS} characters."
+        )))
+        .min_length(Some(1))
+        .max_length(Some(MAX_TASK_CHARS))
+        .examples(["Process payment"])
+        .build()
+}
+
+/// The `priority` field, with the bounds [`Priority::new`] applies.
+fn priority_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .description(Some(
+            "Lower is served first; a whole number within ±2^53 (the integers a JavaScript \
+             client holds exactly).",
+        ))
+        .minimum(Some(Priority::MIN))
+        .maximum(Some(Priority::MAX))
+        .examples([1])
+        .build()
 }
 
 #[derive(Serialize, ToSchema)]

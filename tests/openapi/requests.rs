@@ -57,7 +57,13 @@ fn plausible_body(doc: &Value, op: &Operation<'_>) -> Option<Value> {
     let body = properties
         .iter()
         .map(|(name, property)| {
-            let example = resolve(doc, property)["example"].clone();
+            let property = resolve(doc, property);
+            // `example` as the derive writes it, or the first of `examples` (JSON Schema's).
+            let example = [&property["example"], &property["examples"][0]]
+                .into_iter()
+                .find(|v| !v.is_null())
+                .cloned()
+                .unwrap_or(Value::Null);
             assert!(!example.is_null(), "{}: {name} has an example", op.name());
             (name.clone(), example)
         })
