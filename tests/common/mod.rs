@@ -1,12 +1,16 @@
-//! Shared test harness: start the real server on an ephemeral port and talk HTTP to it; run
-//! the real binary as a child ([`process`]), a real Redis ([`redis`]) and nginx in front of
-//! several instances ([`nginx`]).
-#![allow(dead_code)]
+//! Shared test harness: start the real server on an ephemeral port and talk HTTP to it ([`api`]
+//! for the requests every area sends); run the real binary as a child ([`process`]), a real
+//! Redis ([`redis`]), nginx in front of several instances ([`nginx`]), and several instances
+//! sharing one Redis ([`cluster`]).
 
+pub mod api;
+pub mod cluster;
 pub mod nginx;
 pub mod process;
 pub mod redis;
 pub mod system;
+
+pub use api::{ADMIN, Api, token_of};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -84,60 +88,17 @@ pub async fn spawn_config(config: Config) -> TestApp {
     }
 }
 
+impl Api for TestApp {
+    fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
 impl TestApp {
-    /// Absolute URL of `path_and_query` on this server.
-    pub fn url(&self, path_and_query: &str) -> String {
-        format!("http://{}{}", self.addr, path_and_query)
-    }
-
-    /// `GET path`.
-    pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("request sent")
-    }
-
-    /// `POST path` with a JSON body.
-    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
-        self.client
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .expect("request sent")
-    }
-
-    /// `POST path` with `body` sent as it is, under `content_type` (none when `None`): for
-    /// bodies that are not valid JSON, or sent without the JSON content type.
-    pub async fn post_raw(
-        &self,
-        path: &str,
-        content_type: Option<&str>,
-        body: impl Into<reqwest::Body>,
-    ) -> reqwest::Response {
-        let mut request = self.client.post(self.url(path)).body(body);
-        if let Some(content_type) = content_type {
-            request = request.header("content-type", content_type);
-        }
-        request.send().await.expect("request sent")
-    }
-
-    /// The `/metrics` text.
-    pub async fn metrics(&self) -> String {
-        self.get("/metrics")
-            .await
-            .text()
-            .await
-            .expect("metrics body")
-    }
-
-    /// Value of the first sample of `metric` whose line contains every `label` fragment.
-    pub async fn metric_value(&self, metric: &str, labels: &[&str]) -> Option<f64> {
-        metric_in(&self.metrics().await, metric, labels)
-    }
-
     /// Triggers the graceful stop and waits for it; returns the data dir and keeps it on disk.
     pub async fn stop(mut self) -> (PathBuf, Option<tempfile::TempDir>) {
         self.shutdown.trigger();
@@ -146,11 +107,6 @@ impl TestApp {
             .expect("server task did not panic")
             .expect("server stopped cleanly");
         (self.data_dir.clone(), self._data_dir_guard.take())
-    }
-
-    /// The stop signal, to trigger a stop without waiting.
-    pub fn shutdown_handle(&self) -> Shutdown {
-        self.shutdown.clone()
     }
 }
 
@@ -295,22 +251,16 @@ pub struct SseStream {
     >,
 }
 
-/// Opens `path` (e.g. `/notifications`) as an event stream, with `Last-Event-ID` if given;
-/// panics unless the answer is a 200.
-pub async fn open_sse(app: &TestApp, path: &str, last_event_id: Option<&str>) -> SseStream {
-    open_sse_url(&app.client, &app.url(path), last_event_id).await
-}
+/// The message that opens every `/notifications` stream.
+pub const CONNECTED: &str = r#"{"message":"Connected to notification stream"}"#;
 
-/// Like [`open_sse`], for any server.
-pub async fn open_sse_url(
-    client: &reqwest::Client,
-    url: &str,
-    last_event_id: Option<&str>,
-) -> SseStream {
+/// Opens `path` (e.g. `/notifications`) on `server` as an event stream, with `Last-Event-ID` if
+/// given; panics unless the answer is a 200.
+pub async fn open_sse(server: &impl Api, path: &str, last_event_id: Option<&str>) -> SseStream {
     use eventsource_stream::Eventsource;
     use futures_util::StreamExt;
 
-    let mut request = client.get(url);
+    let mut request = server.client().get(server.url(path));
     if let Some(id) = last_event_id {
         request = request.header("last-event-id", id);
     }
@@ -320,6 +270,14 @@ pub async fn open_sse_url(
         headers: response.headers().clone(),
         events: response.bytes_stream().eventsource().boxed(),
     }
+}
+
+/// Opens `/notifications` on `server` (resuming after `last_event_id` if given) and reads the
+/// connected message that opens it.
+pub async fn notifications(server: &impl Api, last_event_id: Option<&str>) -> SseStream {
+    let mut stream = open_sse(server, "/notifications", last_event_id).await;
+    stream.expect_connected().await;
+    stream
 }
 
 impl SseStream {
@@ -338,5 +296,27 @@ impl SseStream {
     pub async fn next_json(&mut self) -> serde_json::Value {
         let event = self.next().await.expect("the stream goes on");
         serde_json::from_str(&event.data).expect("event data is JSON")
+    }
+
+    /// Reads the connected message that opens a `/notifications` stream.
+    pub async fn expect_connected(&mut self) {
+        let event = self.next().await.expect("the connected message");
+        assert_eq!(event.data, CONNECTED);
+    }
+
+    /// The next `count` events that carry an id, as (id, data), checking that each `id:` line
+    /// is the `id` of the event's data. Events without an id (notices) are passed over.
+    pub async fn numbered(&mut self, count: usize) -> Vec<(u64, String)> {
+        let mut events = Vec::with_capacity(count);
+        while events.len() < count {
+            let event = self.next().await.expect("the stream goes on");
+            let Ok(id) = event.id.parse::<u64>() else {
+                continue;
+            };
+            let data: serde_json::Value = serde_json::from_str(&event.data).expect("JSON data");
+            assert_eq!(data["id"], id, "the id line is the data's id: {data}");
+            events.push((id, event.data));
+        }
+        events
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use rustix::process::Signal;
 
-use super::system;
+use super::{Api, system};
 
 /// The deployment's nginx configuration, with `${BACKFLOW_...}` placeholders.
 pub const TEMPLATE: &str = include_str!("../../deploy/nginx.conf.template");
@@ -21,6 +21,8 @@ pub const TEMPLATE: &str = include_str!("../../deploy/nginx.conf.template");
 const READY_GUARD: Duration = Duration::from_secs(10);
 /// How long nginx gets to stop after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Longest a request of [`Nginx`]'s own client may take, body included.
+const REQUEST_GUARD: Duration = Duration::from_secs(30);
 
 /// The template with its placeholders filled: nginx listening on `listen_port`, in front of
 /// `upstreams`, keeping its pid and temporary files in `run_dir` and its logs in `log_dir`.
@@ -53,8 +55,19 @@ pub fn render_config(
 pub struct Nginx {
     /// Where it listens.
     pub addr: SocketAddr,
+    client: reqwest::Client,
     dir: tempfile::TempDir,
     child: Child,
+}
+
+impl Api for Nginx {
+    fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
 }
 
 impl Nginx {
@@ -88,16 +101,15 @@ impl Nginx {
             .expect("nginx can be run");
         let mut nginx = Self {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            client: reqwest::Client::builder()
+                .timeout(REQUEST_GUARD)
+                .build()
+                .expect("client"),
             dir,
             child,
         };
         nginx.wait_until_accepting().await;
         nginx
-    }
-
-    /// Absolute URL of `path_and_query` through nginx.
-    pub fn url(&self, path_and_query: &str) -> String {
-        format!("http://{}{}", self.addr, path_and_query)
     }
 
     /// nginx's error log so far.

@@ -11,15 +11,31 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
+use super::Api;
+
 /// Longest wait for a server to report its address (a guard against a hang, not a timing).
 const START_GUARD: Duration = Duration::from_secs(20);
+
+/// Longest a request of [`ServerProcess`]'s own client may take, body included.
+const REQUEST_GUARD: Duration = Duration::from_secs(30);
 
 /// A running server process, killed when dropped.
 pub struct ServerProcess {
     /// Where it listens.
     pub addr: SocketAddr,
+    client: reqwest::Client,
     child: Child,
     log: JoinHandle<Vec<String>>,
+}
+
+impl Api for ServerProcess {
+    fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
 }
 
 impl ServerProcess {
@@ -35,11 +51,6 @@ impl ServerProcess {
             Ok(server) => server,
             Err(output) => panic!("the server did not start:\n{output}"),
         }
-    }
-
-    /// Like [`ServerProcess::start`], returning what the process printed if it exits instead.
-    pub async fn try_start(envs: &[(&str, &str)]) -> Result<Self, String> {
-        Self::try_start_with_fd_limit(envs, None).await
     }
 
     async fn try_start_with_fd_limit(
@@ -95,14 +106,19 @@ impl ServerProcess {
             }
             lines
         });
-        Ok(Self { addr, child, log })
+        let client = reqwest::Client::builder()
+            .timeout(REQUEST_GUARD)
+            .build()
+            .expect("client");
+        Ok(Self {
+            addr,
+            client,
+            child,
+            log,
+        })
     }
 
-    /// Absolute URL of `path_and_query` on this server.
-    pub fn url(&self, path_and_query: &str) -> String {
-        format!("http://{}{}", self.addr, path_and_query)
-    }
-
+    /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id().expect("the server is running")
     }

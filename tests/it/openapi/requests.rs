@@ -1,10 +1,10 @@
 //! Requests built from the document: a plausible request for each operation, and the check
 //! that an answer is one the operation documents.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::common::TestApp;
-use crate::document::{Operation, resolve, validate};
+use super::document::{Operation, resolve, validate};
+use crate::common::{Api, TestApp};
 
 /// The served document.
 pub async fn document(app: &TestApp) -> Value {
@@ -12,19 +12,6 @@ pub async fn document(app: &TestApp) -> Value {
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/json");
     response.json().await.expect("the document is JSON")
-}
-
-/// A bearer token of the development user `admin`.
-async fn token(app: &TestApp) -> String {
-    let response = app
-        .post_json(
-            "/login",
-            &json!({"username": "admin", "password": "admin123"}),
-        )
-        .await;
-    assert_eq!(response.status(), 200, "login");
-    let body: Value = response.json().await.expect("login body");
-    body["token"].as_str().expect("a token").to_owned()
 }
 
 /// A value the parameter's schema accepts: for an integer, the smallest positive one in range
@@ -89,7 +76,7 @@ pub async fn send(
         request = request.json(&body);
     }
     if op.is_secured() {
-        request = request.bearer_auth(token(app).await);
+        request = request.bearer_auth(app.token().await);
     }
     request.send().await.expect("request sent")
 }

@@ -6,20 +6,19 @@
 //! proxy does: spreading requests, passing events through unbuffered, naming the client, and
 //! which requests it retries on another instance.
 
-mod common;
-
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::nginx::{Nginx, TEMPLATE, render_config};
-use common::process::ServerProcess;
-use common::redis::{Persistence, RedisServer, unique_prefix};
-use common::{client_from, error_body, eventually, metric_in, open_sse_url};
 use serde_json::json;
 use tokio::io::AsyncReadExt;
+
+use crate::common::nginx::{Nginx, TEMPLATE, render_config};
+use crate::common::process::ServerProcess;
+use crate::common::redis::{Persistence, RedisServer, unique_prefix};
+use crate::common::{Api, client_from, error_body, eventually, open_sse};
 
 const INSTANCES: usize = 2;
 
@@ -42,38 +41,19 @@ fn addrs(instances: &[ServerProcess]) -> Vec<SocketAddr> {
     instances.iter().map(|instance| instance.addr).collect()
 }
 
-/// How many `GET /health` answers `instance` counted.
-async fn health_requests(client: &reqwest::Client, instance: &ServerProcess) -> f64 {
-    let text = client
-        .get(instance.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics answered")
-        .text()
-        .await
-        .expect("metrics text");
-    metric_in(
-        &text,
-        "http_requests_total",
-        &[r#"route="/health""#, r#"status="200""#],
-    )
-    .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn requests_reach_every_instance_in_turn_and_keep_their_request_id() {
     let instances = instances(&[]).await;
     let nginx = Nginx::start(&addrs(&instances)).await;
-    let client = reqwest::Client::new();
 
     const REQUESTS: usize = 10;
     for _ in 0..REQUESTS {
-        let response = client.get(nginx.url("/health")).send().await.expect("sent");
+        let response = nginx.get("/health").await;
         assert_eq!(response.status(), 200, "{}", nginx.error_log());
     }
     let mut counts = Vec::new();
     for instance in &instances {
-        counts.push(health_requests(&client, instance).await);
+        counts.push(instance.answered("/health", 200).await);
     }
     assert_eq!(counts.iter().sum::<f64>(), REQUESTS as f64, "{counts:?}");
     // One client connection is served by one nginx worker, which takes the instances in turn.
@@ -82,14 +62,15 @@ async fn requests_reach_every_instance_in_turn_and_keep_their_request_id() {
         "round robin: {counts:?}"
     );
 
-    let response = client
+    let response = nginx
+        .client()
         .get(nginx.url("/health"))
         .header("x-request-id", "trace-through-nginx")
         .send()
         .await
         .expect("sent");
     assert_eq!(response.headers()["x-request-id"], "trace-through-nginx");
-    let response = client.get(nginx.url("/health")).send().await.expect("sent");
+    let response = nginx.get("/health").await;
     let generated = response.headers()["x-request-id"].to_str().expect("ASCII");
     assert!(
         generated.len() == 32 && generated.bytes().all(|b| b.is_ascii_hexdigit()),
@@ -107,9 +88,8 @@ async fn requests_reach_every_instance_in_turn_and_keep_their_request_id() {
 async fn events_come_through_the_proxy_as_they_happen() {
     let instances = instances(&[]).await;
     let nginx = Nginx::start(&addrs(&instances)).await;
-    let client = reqwest::Client::new();
 
-    let mut stream = open_sse_url(&client, &nginx.url("/notifications"), None).await;
+    let mut stream = open_sse(&nginx, "/notifications", None).await;
     assert_eq!(stream.headers["content-type"], "text/event-stream");
     let first = stream.next_json().await;
     assert_eq!(first["message"], "Connected to notification stream");
@@ -199,13 +179,12 @@ async fn failing_instance() -> (SocketAddr, Arc<AtomicUsize>) {
 #[tokio::test]
 async fn only_idempotent_requests_are_retried_on_another_instance() {
     let live = instances(&[]).await;
-    let client = reqwest::Client::new();
 
     // A fresh nginx sends its first request to the first instance: the failing one. A GET that
     // failed there is answered by the next instance.
     let (failing, taken) = failing_instance().await;
     let nginx = Nginx::start(&[failing, live[0].addr]).await;
-    let response = client.get(nginx.url("/health")).send().await.expect("sent");
+    let response = nginx.get("/health").await;
     assert_eq!(response.status(), 200, "{}", nginx.error_log());
     assert_eq!(
         taken.load(Ordering::SeqCst),
@@ -218,23 +197,11 @@ async fn only_idempotent_requests_are_retried_on_another_instance() {
     // and nginx's 502 is JSON like the instances' errors.
     let (failing, taken) = failing_instance().await;
     let nginx = Nginx::start(&[failing, live[0].addr]).await;
-    let response = client
-        .post(nginx.url("/enqueue"))
-        .json(&json!({"task": "once", "priority": 1}))
-        .send()
-        .await
-        .expect("sent");
+    let response = nginx.enqueue("once", 1).await;
     assert_eq!(taken.load(Ordering::SeqCst), 1);
     assert_eq!(response.headers()["retry-after"], "1");
     error_body(response, 502, "bad_gateway").await;
-    let status = client
-        .get(live[0].url("/queue/status"))
-        .send()
-        .await
-        .expect("sent")
-        .json::<serde_json::Value>()
-        .await
-        .expect("JSON");
+    let status = live[0].queue_status().await;
     assert_eq!(
         status["size"], 0,
         "the POST was not sent to the live instance"
@@ -246,13 +213,7 @@ async fn nginx_refuses_a_body_over_the_limit_in_json() {
     let instances = instances(&[]).await;
     let nginx = Nginx::start(&addrs(&instances)).await;
     let task = "x".repeat(70_000);
-    let response = reqwest::Client::new()
-        .post(nginx.url("/enqueue"))
-        .json(&json!({"task": task, "priority": 1}))
-        .send()
-        .await
-        .expect("sent");
-    error_body(response, 413, "payload_too_large").await;
+    error_body(nginx.enqueue(&task, 1).await, 413, "payload_too_large").await;
 }
 
 /// The `location = <path> { ... }` block of the rendered configuration.

@@ -1,53 +1,20 @@
 //! The priority queue over HTTP: ordering, validation, limits, concurrency and restarts.
 
-mod common;
-
 use std::collections::HashSet;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{
-    TestApp, error_body, live_events, next_app_event, spawn_app, spawn_app_with, spawn_config,
-    test_config,
-};
+use backflow::clock::unix_millis;
 use serde_json::{Value, json};
 
-async fn enqueue(app: &TestApp, task: &str, priority: i64) -> Value {
-    let response = app
-        .post_json("/enqueue", &json!({"task": task, "priority": priority}))
-        .await;
-    assert_eq!(response.status(), 200, "enqueue {task}");
-    response.json().await.expect("JSON body")
-}
+use crate::common::{
+    Api, TestApp, error_body, live_events, next_app_event, spawn_app, spawn_app_with, spawn_config,
+    test_config,
+};
 
+/// Dequeues the next task; panics unless there is one.
 async fn dequeue(app: &TestApp) -> Value {
-    let response = app.get("/dequeue").await;
+    let response = app.dequeue().await;
     assert_eq!(response.status(), 200, "dequeue");
     response.json().await.expect("JSON body")
-}
-
-async fn drain_tasks(app: &TestApp) -> Vec<String> {
-    let mut tasks = Vec::new();
-    loop {
-        let response = app.get("/dequeue").await;
-        if response.status() == 404 {
-            return tasks;
-        }
-        let body: Value = response.json().await.expect("JSON body");
-        tasks.push(body["task"].as_str().expect("task").to_owned());
-    }
-}
-
-async fn status(app: &TestApp) -> Value {
-    let response = app.get("/queue/status").await;
-    assert_eq!(response.status(), 200);
-    response.json().await.expect("JSON body")
-}
-
-fn now_ms() -> u64 {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970");
-    u64::try_from(since.as_millis()).expect("fits")
 }
 
 #[tokio::test]
@@ -62,10 +29,10 @@ async fn lower_numbers_leave_first_and_equal_priorities_in_arrival_order() {
         ("urgent", -10),
         ("payment C", 1),
     ] {
-        enqueue(&app, task, priority).await;
+        app.enqueued(task, priority).await;
     }
     assert_eq!(
-        drain_tasks(&app).await,
+        app.drain_tasks().await,
         [
             "urgent",
             "payment A",
@@ -81,7 +48,7 @@ async fn lower_numbers_leave_first_and_equal_priorities_in_arrival_order() {
 #[tokio::test]
 async fn enqueue_answers_with_an_id_the_task_and_the_queue_size() {
     let app = spawn_app().await;
-    let first = enqueue(&app, "Process payment", 1).await;
+    let first = app.enqueued("Process payment", 1).await;
     assert_eq!(first["message"], "Task enqueued successfully");
     assert_eq!(first["task"], "Process payment");
     assert_eq!(first["priority"], 1);
@@ -89,7 +56,7 @@ async fn enqueue_answers_with_an_id_the_task_and_the_queue_size() {
     let id = uuid::Uuid::parse_str(first["id"].as_str().expect("id")).expect("a UUID");
     assert_eq!(id.get_version_num(), 4);
 
-    let second = enqueue(&app, "Send email", 2).await;
+    let second = app.enqueued("Send email", 2).await;
     assert_eq!(second["queueSize"], 2);
     assert_ne!(second["id"], first["id"]);
 }
@@ -97,10 +64,10 @@ async fn enqueue_answers_with_an_id_the_task_and_the_queue_size() {
 #[tokio::test]
 async fn dequeue_returns_the_task_with_its_enqueue_timestamp() {
     let app = spawn_app().await;
-    let before = now_ms();
-    let enqueued = enqueue(&app, "Process payment", 1).await;
-    let after = now_ms();
-    enqueue(&app, "Send email", 2).await;
+    let before = unix_millis();
+    let enqueued = app.enqueued("Process payment", 1).await;
+    let after = unix_millis();
+    app.enqueued("Send email", 2).await;
 
     let body = dequeue(&app).await;
     assert_eq!(body["message"], "Task dequeued");
@@ -118,7 +85,7 @@ async fn dequeue_returns_the_task_with_its_enqueue_timestamp() {
 #[tokio::test]
 async fn post_dequeue_works_like_get() {
     let app = spawn_app().await;
-    enqueue(&app, "first", 1).await;
+    app.enqueued("first", 1).await;
     let response = app
         .client
         .post(app.url("/dequeue"))
@@ -149,16 +116,20 @@ async fn dequeue_from_an_empty_queue_is_a_json_404() {
 async fn status_shows_the_size_and_the_next_task() {
     let app = spawn_app().await;
     assert_eq!(
-        status(&app).await,
+        app.queue_status().await,
         json!({"size": 0, "isEmpty": true, "nextTask": null})
     );
-    enqueue(&app, "later", 5).await;
-    enqueue(&app, "sooner", 1).await;
+    app.enqueued("later", 5).await;
+    app.enqueued("sooner", 1).await;
     assert_eq!(
-        status(&app).await,
+        app.queue_status().await,
         json!({"size": 2, "isEmpty": false, "nextTask": {"task": "sooner", "priority": 1}})
     );
-    assert_eq!(status(&app).await["size"], 2, "status does not dequeue");
+    assert_eq!(
+        app.queue_status().await["size"],
+        2,
+        "status does not dequeue"
+    );
 }
 
 #[tokio::test]
@@ -217,7 +188,7 @@ async fn bodies_over_the_limit_are_refused_with_or_without_a_length_and_enqueue_
     error_body(chunked, 413, "payload_too_large").await;
 
     assert_eq!(
-        status(&app).await["size"],
+        app.queue_status().await["size"],
         1,
         "only the accepted body was enqueued"
     );
@@ -252,7 +223,7 @@ async fn a_fractional_or_out_of_range_priority_names_the_range() {
             "{message}"
         );
     }
-    assert_eq!(status(&app).await["size"], 0, "nothing was enqueued");
+    assert_eq!(app.queue_status().await["size"], 0, "nothing was enqueued");
 }
 
 #[tokio::test]
@@ -294,7 +265,7 @@ async fn a_task_of_the_wrong_type_or_length_names_the_range() {
 async fn task_length_is_counted_in_characters_not_bytes() {
     let app = spawn_app().await;
     let widest = "é".repeat(1024);
-    let body = enqueue(&app, &widest, 1).await;
+    let body = app.enqueued(&widest, 1).await;
     assert_eq!(body["task"], widest.as_str());
 }
 
@@ -327,25 +298,23 @@ async fn malformed_or_non_object_bodies_are_refused() {
 #[tokio::test]
 async fn a_full_queue_answers_503_with_retry_after() {
     let app = spawn_app_with(&[("QUEUE_CAPACITY", "2")]).await;
-    enqueue(&app, "a", 1).await;
-    enqueue(&app, "b", 1).await;
-    let response = app
-        .post_json("/enqueue", &json!({"task": "c", "priority": 0}))
-        .await;
+    app.enqueued("a", 1).await;
+    app.enqueued("b", 1).await;
+    let response = app.enqueue("c", 0).await;
     assert!(response.headers().contains_key("retry-after"));
     error_body(response, 503, "queue_full").await;
 
     dequeue(&app).await;
-    let body = enqueue(&app, "c", 0).await;
+    let body = app.enqueued("c", 0).await;
     assert_eq!(body["queueSize"], 2, "room again once a task left");
 }
 
 #[tokio::test]
 async fn queue_size_is_exported_as_a_metric() {
     let app = spawn_app().await;
-    enqueue(&app, "a", 1).await;
-    enqueue(&app, "b", 1).await;
-    enqueue(&app, "c", 1).await;
+    app.enqueued("a", 1).await;
+    app.enqueued("b", 1).await;
+    app.enqueued("c", 1).await;
     dequeue(&app).await;
     assert_eq!(app.metric_value("queue_size", &[]).await, Some(2.0));
 }
@@ -358,7 +327,7 @@ async fn concurrent_clients_lose_and_duplicate_nothing() {
         let app = &app;
         async move {
             let priority = i64::try_from(i % 7).expect("small");
-            enqueue(app, &format!("task-{i}"), priority).await["id"]
+            app.enqueued(&format!("task-{i}"), priority).await["id"]
                 .as_str()
                 .expect("id")
                 .to_owned()
@@ -370,7 +339,7 @@ async fn concurrent_clients_lose_and_duplicate_nothing() {
         CLIENTS,
         "unique ids"
     );
-    assert_eq!(status(&app).await["size"], CLIENTS);
+    assert_eq!(app.queue_status().await["size"], CLIENTS);
 
     let dequeues = (0..CLIENTS).map(|_| dequeue(&app));
     let bodies: Vec<Value> = futures_util::future::join_all(dequeues).await;
@@ -402,24 +371,24 @@ async fn the_queue_survives_a_graceful_restart_in_order() {
     let app = spawn_config(test_config(dir.path(), &[])).await;
     let mut enqueued = Vec::new();
     for (task, priority) in [("b1", 2), ("a1", 1), ("b2", 2), ("a2", 1), ("b3", 2)] {
-        enqueued.push(enqueue(&app, task, priority).await);
+        enqueued.push(app.enqueued(task, priority).await);
     }
     let first = dequeue(&app).await;
     assert_eq!(first["task"], "a1");
     app.stop().await;
 
     let app = spawn_config(test_config(dir.path(), &[])).await;
-    assert_eq!(status(&app).await["size"], 4);
+    assert_eq!(app.queue_status().await["size"], 4);
     let next = dequeue(&app).await;
     assert_eq!(next["task"], "a2");
     assert_eq!(next["id"], enqueued[3]["id"], "same id after restart");
-    enqueue(&app, "b4", 2).await;
-    assert_eq!(drain_tasks(&app).await, ["b1", "b2", "b3", "b4"]);
+    app.enqueued("b4", 2).await;
+    assert_eq!(app.drain_tasks().await, ["b1", "b2", "b3", "b4"]);
     app.stop().await;
 
     let app = spawn_config(test_config(dir.path(), &[])).await;
     assert_eq!(
-        status(&app).await["size"],
+        app.queue_status().await["size"],
         0,
         "an emptied queue stays empty"
     );
@@ -430,47 +399,25 @@ async fn a_stored_queue_larger_than_the_capacity_is_kept_whole() {
     let dir = tempfile::tempdir().expect("temp dir");
     let app = spawn_config(test_config(dir.path(), &[])).await;
     for task in ["a", "b", "c"] {
-        enqueue(&app, task, 1).await;
+        app.enqueued(task, 1).await;
     }
     app.stop().await;
 
     let app = spawn_config(test_config(dir.path(), &[("QUEUE_CAPACITY", "2")])).await;
-    assert_eq!(status(&app).await["size"], 3);
-    let refused = app
-        .post_json("/enqueue", &json!({"task": "d", "priority": 0}))
-        .await;
+    assert_eq!(app.queue_status().await["size"], 3);
+    let refused = app.enqueue("d", 0).await;
     error_body(refused, 503, "queue_full").await;
-    assert_eq!(drain_tasks(&app).await, ["a", "b", "c"]);
+    assert_eq!(app.drain_tasks().await, ["a", "b", "c"]);
 }
 
 #[tokio::test]
 async fn enqueue_and_dequeue_publish_events() {
     let app = spawn_app().await;
     let mut live = live_events(&app).await;
-    let (base, client) = (app.url(""), &app.client);
 
-    let enqueued: Value = client
-        .post(format!("{base}/enqueue"))
-        .json(&json!({"task": "Process payment", "priority": 1}))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("JSON");
-    let refused = client
-        .post(format!("{base}/enqueue"))
-        .json(&json!({"task": "", "priority": 1}))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(refused.status(), 400);
-    let dequeued = client
-        .get(format!("{base}/dequeue"))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(dequeued.status(), 200);
+    let enqueued = app.enqueued("Process payment", 1).await;
+    assert_eq!(app.enqueue("", 1).await.status(), 400);
+    assert_eq!(app.dequeue().await.status(), 200);
 
     let event = next_app_event(&mut live, "queue.").await;
     assert_eq!(event["event"], "queue.enqueued");

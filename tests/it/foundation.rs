@@ -1,9 +1,8 @@
 //! The skeleton every route shares: errors, request ids, headers, health, metrics, configuration.
 
-mod common;
-
-use common::{error_body, spawn_app, spawn_app_with};
 use std::time::Duration;
+
+use crate::common::{Api, error_body, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn unknown_route_is_a_json_404() {

@@ -1,16 +1,15 @@
 //! `GET /stream`: one valid JSON array (or NDJSON), produced lazily chunk by chunk, validated,
 //! paused by a slow reader and stopped by a client that goes away.
 
-mod common;
-
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{TestApp, error_body, eventually, spawn_app, spawn_app_with};
 use futures_util::StreamExt;
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+
+use crate::common::{Api, TestApp, error_body, eventually, spawn_app, spawn_app_with};
 
 /// How long a producer must stay still to count as paused, and the wait for "nothing after".
 const POLL_PAUSE: Duration = Duration::from_millis(20);

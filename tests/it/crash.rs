@@ -9,17 +9,17 @@
 //! in any round, is still refused. The same scenario against `STORE=memory` must find losses:
 //! that is what shows the checks can fail.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::process::ServerProcess;
 use rand::Rng;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
+
+use crate::common::process::ServerProcess;
+use crate::common::{ADMIN, Api};
 
 /// Long enough for tokens to outlive the test, fixed so they verify after a restart.
 const SECRET: &str = "crash-test-secret-crash-test-secret!!";
@@ -93,23 +93,16 @@ async fn crash_rounds(store: &[(&str, &str)], rounds: usize) -> Violations {
     for round in 0..rounds {
         let seen = load_then_kill(server, round).await;
         server = ServerProcess::start(&envs).await;
-        let client = client();
         logged_out.extend(seen.logged_out.iter().cloned());
         for token in &logged_out {
-            let status = client
-                .get(server.url("/protected"))
-                .bearer_auth(token)
-                .send()
-                .await
-                .expect("the restarted server answers")
-                .status();
+            let status = server.protected(token).await.status();
             if status != 401 {
                 violations.push(format!(
                     "round {round}: a token logged out before the kill is accepted again ({status})"
                 ));
             }
         }
-        violations.extend(check_queue(&client, &server, &seen, round).await);
+        violations.extend(check_queue(&server, &seen, round).await);
     }
     violations
 }
@@ -179,7 +172,7 @@ async fn load_then_kill(server: ServerProcess, round: usize) -> Round {
             while !killed.load(Ordering::Relaxed) {
                 let login = client
                     .post(format!("{base}/login"))
-                    .json(&json!({"username": "admin", "password": "admin123"}))
+                    .json(&json!({"username": ADMIN.0, "password": ADMIN.1}))
                     .send()
                     .await;
                 let Some(body) = answer(login).await else {
@@ -211,31 +204,20 @@ async fn load_then_kill(server: ServerProcess, round: usize) -> Round {
 }
 
 /// Drains the restarted server's queue and checks it against what the clients saw.
-async fn check_queue(
-    client: &reqwest::Client,
-    server: &ServerProcess,
-    seen: &Round,
-    round: usize,
-) -> Violations {
+async fn check_queue(server: &ServerProcess, seen: &Round, round: usize) -> Violations {
     let mut violations = Violations::new();
-    let mut drained: Vec<(String, String, i64)> = Vec::new();
-    loop {
-        let response = client
-            .get(server.url("/dequeue"))
-            .send()
-            .await
-            .expect("the restarted server answers");
-        if response.status() == 404 {
-            break;
-        }
-        assert_eq!(response.status(), 200, "dequeue after the restart");
-        let body: Value = response.json().await.expect("JSON answer");
-        drained.push((
-            body["id"].as_str().expect("an id").to_owned(),
-            body["task"].as_str().expect("a task").to_owned(),
-            body["priority"].as_i64().expect("a priority"),
-        ));
-    }
+    let drained: Vec<(String, String, i64)> = server
+        .drain()
+        .await
+        .iter()
+        .map(|body| {
+            (
+                body["id"].as_str().expect("an id").to_owned(),
+                body["task"].as_str().expect("a task").to_owned(),
+                body["priority"].as_i64().expect("a priority"),
+            )
+        })
+        .collect();
     let mut present = HashSet::new();
     for (id, text, _) in &drained {
         if !present.insert(text.clone()) {

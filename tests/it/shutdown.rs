@@ -1,15 +1,14 @@
 //! The graceful stop: open event streams end at once, in-flight responses finish, the process
 //! exits 0 without waiting for the drain deadline.
 
-mod common;
-
 use std::time::Duration;
 
-use common::process::ServerProcess;
-use common::{open_sse, open_sse_url, spawn_app_with};
 use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::time::timeout;
+
+use crate::common::process::ServerProcess;
+use crate::common::{Api, notifications, spawn_app_with};
 
 /// Guard against a hanging test: far below the drain deadline the servers are given below, so a
 /// stream that held up the stop would fail the test rather than merely slow it.
@@ -21,9 +20,7 @@ async fn stopping_the_server_ends_open_event_streams() {
     let app = spawn_app_with(&[("SHUTDOWN_TIMEOUT_SECONDS", "60")]).await;
     let mut streams = Vec::new();
     for _ in 0..2 {
-        let mut stream = open_sse(&app, "/notifications", None).await;
-        stream.next().await.expect("connected message");
-        streams.push(stream);
+        streams.push(notifications(&app, None).await);
     }
     let (_dir, _guard) = timeout(HANG_GUARD, app.stop())
         .await
@@ -45,20 +42,13 @@ async fn sigterm_ends_event_streams_lets_streams_finish_and_exits_zero() {
         ("DATA_DIR", data_dir.as_str()),
     ])
     .await;
-    let addr = server.addr;
-    let client = reqwest::Client::new();
-    let base = format!("http://{addr}");
     let mut streams = Vec::new();
     for _ in 0..2 {
-        let mut stream = open_sse_url(&client, &format!("{base}/notifications"), None).await;
-        stream.next().await.expect("connected message");
-        streams.push(stream);
+        streams.push(notifications(&server, None).await);
     }
-    let response = client
-        .get(format!("{base}/stream?totalItems=20&chunkSize=5&delay=200"))
-        .send()
-        .await
-        .expect("stream started");
+    let response = server
+        .get("/stream?totalItems=20&chunkSize=5&delay=200")
+        .await;
     let mut frames = response.bytes_stream();
     let mut body = frames
         .next()

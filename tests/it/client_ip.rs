@@ -2,12 +2,11 @@
 //! connection comes from a proxy in `TRUSTED_PROXIES`, so the failed-login budget
 //! (`LOGIN_MAX_PER_MINUTE`) is kept per real client and a forged header escapes nothing.
 
-mod common;
-
 use std::net::Ipv4Addr;
 
-use common::{TestApp, client_from, error_body, spawn_app_with};
 use serde_json::json;
+
+use crate::common::{Api, TestApp, client_from, error_body, spawn_app_with};
 
 const BUDGET: usize = 3;
 const BUDGET_VAR: (&str, &str) = ("LOGIN_MAX_PER_MINUTE", "3");

@@ -1,17 +1,16 @@
 //! `GET /openapi.json`: the document describes exactly the contract's routes, and every
 //! operation, parameter range, response and error it documents is what the server really does.
 
-#[path = "../common/mod.rs"]
-mod common;
 mod document;
 mod requests;
 
 use std::collections::{BTreeSet, HashSet};
 
-use common::{error_body, open_sse, spawn_app, spawn_app_with};
+use serde_json::{Value, json};
+
+use crate::common::{Api, error_body, open_sse, spawn_app, spawn_app_with};
 use document::{operations, references, resolve, validate};
 use requests::{assert_documented, document, send, send_plausible};
-use serde_json::{Value, json};
 
 /// Every route of API.md, as (method, path).
 const CONTRACT: &[(&str, &str)] = &[

@@ -3,160 +3,24 @@
 //! Redis outage answers 503 at once and everything recovers by itself; and the same holds
 //! through nginx, the deployment's load balancer.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::nginx::Nginx;
-use common::process::ServerProcess;
-use common::redis::{Persistence, RedisServer, unique_prefix};
-use common::{SseStream, eventually, open_sse_url};
 use futures_util::StreamExt;
-use serde_json::{Value, json};
+use reqwest::Method;
+use serde_json::Value;
 
-const SECRET: &str = "cluster-test-secret-cluster-test-secret";
+use crate::common::cluster::Cluster;
+use crate::common::nginx::Nginx;
+use crate::common::redis::{Persistence, RedisServer};
+use crate::common::{Api, SseStream, eventually, notifications};
+
 /// A bound on how long an answer may take while Redis is down: far above the one second the
 /// server allows itself, far below a hang.
 const OUTAGE_GUARD: Duration = Duration::from_secs(5);
 
-/// Redis plus instances sharing it under one prefix.
-struct Cluster {
-    redis: RedisServer,
-    prefix: String,
-    instances: Vec<ServerProcess>,
-    client: reqwest::Client,
-}
-
-impl Cluster {
-    async fn start(size: usize, settings: &[(&str, &str)]) -> Self {
-        Self::start_on(RedisServer::start().await, size, settings).await
-    }
-
-    async fn start_on(redis: RedisServer, size: usize, settings: &[(&str, &str)]) -> Self {
-        let prefix = unique_prefix("cluster");
-        let mut cluster = Self {
-            redis,
-            prefix,
-            instances: Vec::new(),
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("client"),
-        };
-        for _ in 0..size {
-            cluster.add(settings).await;
-        }
-        cluster
-    }
-
-    async fn add(&mut self, settings: &[(&str, &str)]) {
-        let url = self.redis.url();
-        let mut envs = vec![
-            ("STORE", "redis"),
-            ("REDIS_URL", url.as_str()),
-            ("REDIS_PREFIX", self.prefix.as_str()),
-            ("JWT_SECRET", SECRET),
-            ("RUST_LOG", "backflow=warn,backflow::server=info"),
-            ("NOTIFY_INTERVAL_MS", "60000"),
-        ];
-        envs.extend_from_slice(settings);
-        self.instances.push(ServerProcess::start(&envs).await);
-    }
-
-    fn url(&self, instance: usize, path: &str) -> String {
-        self.instances[instance].url(path)
-    }
-
-    async fn post(&self, instance: usize, path: &str, body: &Value) -> reqwest::Response {
-        self.client
-            .post(self.url(instance, path))
-            .json(body)
-            .send()
-            .await
-            .expect("request sent")
-    }
-
-    async fn get(&self, instance: usize, path: &str) -> reqwest::Response {
-        self.client
-            .get(self.url(instance, path))
-            .send()
-            .await
-            .expect("request sent")
-    }
-
-    async fn enqueue(&self, instance: usize, task: &str, priority: i64) -> reqwest::Response {
-        self.post(
-            instance,
-            "/enqueue",
-            &json!({"task": task, "priority": priority}),
-        )
-        .await
-    }
-
-    async fn login(&self, instance: usize) -> String {
-        let body: Value = self
-            .post(
-                instance,
-                "/login",
-                &json!({"username": "admin", "password": "admin123"}),
-            )
-            .await
-            .json()
-            .await
-            .expect("JSON");
-        body["token"].as_str().expect("a token").to_owned()
-    }
-
-    async fn with_token(&self, instance: usize, path: &str, token: &str) -> reqwest::Response {
-        let request = if path == "/logout" {
-            self.client.post(self.url(instance, path))
-        } else {
-            self.client.get(self.url(instance, path))
-        };
-        request
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("request sent")
-    }
-
-    async fn sse(&self, instance: usize, last_event_id: Option<&str>) -> SseStream {
-        let mut stream = open_sse_url(
-            &self.client,
-            &self.url(instance, "/notifications"),
-            last_event_id,
-        )
-        .await;
-        let connected = stream.next_json().await;
-        assert_eq!(connected["message"], "Connected to notification stream");
-        stream
-    }
-
-    /// A direct connection to the cluster's Redis, to look at what the instances keep there.
-    async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.redis.url())
-            .expect("a Redis URL")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("Redis answers")
-    }
-}
-
 async fn json_of(response: reqwest::Response) -> Value {
     response.json().await.expect("a JSON body")
-}
-
-/// The next `count` events of `stream` that carry an id, as (id, data).
-async fn next_events(stream: &mut SseStream, count: usize) -> Vec<(u64, String)> {
-    let mut events = Vec::new();
-    while events.len() < count {
-        let event = stream.next().await.expect("the stream goes on");
-        if let Ok(id) = event.id.parse() {
-            events.push((id, event.data));
-        }
-    }
-    events
 }
 
 #[tokio::test]
@@ -173,18 +37,18 @@ async fn one_queue_for_every_instance_by_priority_then_arrival() {
         ("b3", 5),
     ];
     for (n, (task, priority)) in tasks.iter().enumerate() {
-        assert_eq!(cluster.enqueue(n % 2, task, *priority).await.status(), 200);
+        cluster[n % 2].enqueued(task, *priority).await;
     }
-    let status = json_of(cluster.get(1, "/queue/status").await).await;
+    let status = cluster[1].queue_status().await;
     assert_eq!(status["size"], 7);
     assert_eq!(status["nextTask"]["task"], "highest");
     let mut drained = Vec::new();
     for n in 0..tasks.len() {
-        let body = json_of(cluster.get(n % 2, "/dequeue").await).await;
+        let body = json_of(cluster[n % 2].dequeue().await).await;
         drained.push(body["task"].as_str().expect("a task").to_owned());
     }
     assert_eq!(drained, ["highest", "a1", "a2", "b1", "b2", "b3", "lowest"]);
-    assert_eq!(cluster.get(0, "/dequeue").await.status(), 404);
+    assert_eq!(cluster[0].dequeue().await.status(), 404);
 }
 
 #[tokio::test]
@@ -192,13 +56,15 @@ async fn concurrent_dequeues_on_every_instance_take_each_task_exactly_once() {
     let cluster = Cluster::start(2, &[]).await;
     let mut enqueued = HashSet::new();
     for n in 0..120 {
-        let body = json_of(cluster.enqueue(n % 2, &format!("t{n}"), n as i64 % 4).await).await;
+        let body = cluster[n % 2]
+            .enqueued(&format!("t{n}"), n as i64 % 4)
+            .await;
         enqueued.insert(body["id"].as_str().expect("an id").to_owned());
     }
     let dequeues = futures_util::stream::iter(0..160)
         .map(|n| {
             let cluster = &cluster;
-            async move { cluster.get(n % 2, "/dequeue").await }
+            async move { cluster[n % 2].dequeue().await }
         })
         .buffer_unordered(16)
         .collect::<Vec<_>>()
@@ -206,7 +72,12 @@ async fn concurrent_dequeues_on_every_instance_take_each_task_exactly_once() {
     let mut taken = Vec::new();
     for response in dequeues {
         match response.status().as_u16() {
-            200 => taken.push(json_of(response).await["id"].as_str().unwrap().to_owned()),
+            200 => taken.push(
+                json_of(response).await["id"]
+                    .as_str()
+                    .expect("an id")
+                    .to_owned(),
+            ),
             404 => {}
             other => panic!("dequeue answered {other}"),
         }
@@ -223,8 +94,8 @@ async fn the_capacity_holds_under_concurrent_enqueues_on_every_instance() {
         .map(|n| {
             let cluster = &cluster;
             async move {
-                cluster
-                    .enqueue(n % 2, &format!("t{n}"), 1)
+                cluster[n % 2]
+                    .enqueue(&format!("t{n}"), 1)
                     .await
                     .status()
                     .as_u16()
@@ -235,27 +106,21 @@ async fn the_capacity_holds_under_concurrent_enqueues_on_every_instance() {
         .await;
     assert_eq!(answers.iter().filter(|s| **s == 200).count(), 30);
     assert_eq!(answers.iter().filter(|s| **s == 503).count(), 50);
-    assert_eq!(
-        json_of(cluster.get(1, "/queue/status").await).await["size"],
-        30
-    );
+    assert_eq!(cluster[1].queue_status().await["size"], 30);
 }
 
 #[tokio::test]
 async fn a_logout_on_one_instance_is_refused_by_every_instance_at_once() {
     let cluster = Cluster::start(2, &[]).await;
-    let token = cluster.login(0).await;
-    assert_eq!(
-        cluster.with_token(1, "/protected", &token).await.status(),
-        200
-    );
-    assert_eq!(cluster.with_token(1, "/logout", &token).await.status(), 200);
+    let token = cluster[0].token().await;
+    assert_eq!(cluster[1].protected(&token).await.status(), 200);
+    assert_eq!(cluster[1].logout(&token).await.status(), 200);
     for instance in [0, 1] {
-        let body = json_of(cluster.with_token(instance, "/protected", &token).await).await;
+        let body = json_of(cluster[instance].protected(&token).await).await;
         assert_eq!(body["code"], "token_revoked", "instance {instance}");
     }
     assert_eq!(
-        cluster.with_token(0, "/logout", &token).await.status(),
+        cluster[0].logout(&token).await.status(),
         401,
         "a second logout, on the other instance, finds it revoked"
     );
@@ -266,13 +131,10 @@ async fn concurrent_checks_each_get_the_answer_for_their_own_token() {
     let cluster = Cluster::start(2, &[("LOGIN_SUCCESS_MAX_PER_MINUTE", "1000")]).await;
     let mut tokens = Vec::new();
     for n in 0..12 {
-        let token = cluster.login(n % 2).await;
+        let token = cluster[n % 2].token().await;
         let revoked = n % 3 == 0;
         if revoked {
-            assert_eq!(
-                cluster.with_token(n % 2, "/logout", &token).await.status(),
-                200
-            );
+            assert_eq!(cluster[n % 2].logout(&token).await.status(), 200);
         }
         tokens.push((token, revoked));
     }
@@ -283,10 +145,7 @@ async fn concurrent_checks_each_get_the_answer_for_their_own_token() {
             let (token, revoked) = &tokens[n % tokens.len()];
             let cluster = &cluster;
             async move {
-                let status = cluster
-                    .with_token(n % 2, "/protected", token)
-                    .await
-                    .status();
+                let status = cluster[n % 2].protected(token).await.status();
                 (status.as_u16(), *revoked)
             }
         })
@@ -301,15 +160,15 @@ async fn concurrent_checks_each_get_the_answer_for_their_own_token() {
 #[tokio::test]
 async fn revocations_leave_redis_when_their_token_expires() {
     let cluster = Cluster::start(2, &[("JWT_TTL_SECONDS", "1")]).await;
-    let token = cluster.login(0).await;
-    assert_eq!(cluster.with_token(1, "/logout", &token).await.status(), 200);
-    let key = format!("{{{}:revoked}}", cluster.prefix);
-    let mut redis = cluster.redis().await;
+    let token = cluster[0].token().await;
+    assert_eq!(cluster[1].logout(&token).await.status(), 200);
+    let key = cluster.key("revoked", "");
+    let mut redis = cluster.redis_connection().await;
     let held: usize = redis::cmd("ZCARD")
         .arg(&key)
         .query_async(&mut redis)
         .await
-        .unwrap();
+        .expect("ZCARD answers");
     assert_eq!(held, 1);
     eventually("the expired revocation leaves Redis", || {
         let mut redis = redis.clone();
@@ -329,13 +188,13 @@ async fn revocations_leave_redis_when_their_token_expires() {
 #[tokio::test]
 async fn events_have_global_ids_and_reach_the_clients_of_every_instance() {
     let cluster = Cluster::start(2, &[]).await;
-    let mut on_a = cluster.sse(0, None).await;
-    let mut on_b = cluster.sse(1, None).await;
+    let mut on_a = notifications(&cluster[0], None).await;
+    let mut on_b = notifications(&cluster[1], None).await;
     for n in 0..4 {
-        cluster.enqueue(n % 2, &format!("t{n}"), 1).await;
+        cluster[n % 2].enqueued(&format!("t{n}"), 1).await;
     }
-    let seen_a = next_events(&mut on_a, 4).await;
-    let seen_b = next_events(&mut on_b, 4).await;
+    let seen_a = on_a.numbered(4).await;
+    let seen_b = on_b.numbered(4).await;
     assert_eq!(seen_a, seen_b, "same ids, same bytes, on both instances");
     let ids: Vec<u64> = seen_a.iter().map(|(id, _)| *id).collect();
     assert!(
@@ -344,7 +203,7 @@ async fn events_have_global_ids_and_reach_the_clients_of_every_instance() {
     );
     let tasks: Vec<String> = seen_a
         .iter()
-        .map(|(_, data)| serde_json::from_str::<Value>(data).unwrap()["task"].to_string())
+        .map(|(_, data)| serde_json::from_str::<Value>(data).expect("JSON")["task"].to_string())
         .collect();
     assert_eq!(tasks, [r#""t0""#, r#""t1""#, r#""t2""#, r#""t3""#]);
 }
@@ -352,23 +211,23 @@ async fn events_have_global_ids_and_reach_the_clients_of_every_instance() {
 #[tokio::test]
 async fn a_client_resumes_on_another_instance_with_no_gap_and_no_duplicate() {
     let cluster = Cluster::start(2, &[]).await;
-    let mut reference = cluster.sse(0, None).await;
-    let mut leaving = cluster.sse(0, None).await;
+    let mut reference = notifications(&cluster[0], None).await;
+    let mut leaving = notifications(&cluster[0], None).await;
     for n in 0..3 {
-        cluster.enqueue(0, &format!("before{n}"), 1).await;
+        cluster[0].enqueued(&format!("before{n}"), 1).await;
     }
-    let before = next_events(&mut leaving, 3).await;
+    let before = leaving.numbered(3).await;
     drop(leaving);
     for n in 0..3 {
-        cluster.enqueue(n % 2, &format!("between{n}"), 1).await;
+        cluster[n % 2].enqueued(&format!("between{n}"), 1).await;
     }
     let last_id = before.last().expect("an event").0.to_string();
-    let mut resumed = cluster.sse(1, Some(&last_id)).await;
-    cluster.enqueue(1, "after", 1).await;
-    let expected = next_events(&mut reference, 7).await;
+    let mut resumed = notifications(&cluster[1], Some(&last_id)).await;
+    cluster[1].enqueued("after", 1).await;
+    let expected = reference.numbered(7).await;
     assert_eq!(&expected[..3], &before[..]);
     assert_eq!(
-        next_events(&mut resumed, 4).await,
+        resumed.numbered(4).await,
         expected[3..],
         "the replay from Redis meets the live events exactly"
     );
@@ -379,10 +238,10 @@ async fn each_instance_holds_one_subscription_whatever_its_clients() {
     let cluster = Cluster::start(2, &[]).await;
     let mut streams = Vec::new();
     for n in 0..6 {
-        streams.push(cluster.sse(n % 2, None).await);
+        streams.push(notifications(&cluster[n % 2], None).await);
     }
     let channel = format!("{}:events", cluster.prefix);
-    let mut redis = cluster.redis().await;
+    let mut redis = cluster.redis_connection().await;
     let (_, subscribers): (String, usize) = redis::cmd("PUBSUB")
         .arg("NUMSUB")
         .arg(&channel)
@@ -397,7 +256,7 @@ async fn one_instance_produces_the_notifications_and_another_takes_over_when_it_
     let interval = Duration::from_millis(200);
     let settings = [("NOTIFY_INTERVAL_MS", "200")];
     let mut cluster = Cluster::start(3, &settings).await;
-    let mut stream = cluster.sse(2, None).await;
+    let mut stream = notifications(&cluster[2], None).await;
     // Ten intervals: one producer sends about ten; three would send about thirty.
     let counted = count_notifications(&mut stream, interval * 10).await;
     assert!(
@@ -442,11 +301,10 @@ async fn count_notifications(stream: &mut SseStream, window: Duration) -> usize 
 #[tokio::test]
 async fn the_failed_login_budget_is_shared_by_the_instances() {
     let cluster = Cluster::start(2, &[("LOGIN_MAX_PER_MINUTE", "2")]).await;
-    let wrong = json!({"username": "admin", "password": "guess"});
-    assert_eq!(cluster.post(0, "/login", &wrong).await.status(), 401);
-    assert_eq!(cluster.post(1, "/login", &wrong).await.status(), 401);
+    assert_eq!(cluster[0].login("admin", "guess").await.status(), 401);
+    assert_eq!(cluster[1].login("admin", "guess").await.status(), 401);
     for instance in [0, 1] {
-        let refused = cluster.post(instance, "/login", &wrong).await;
+        let refused = cluster[instance].login("admin", "guess").await;
         assert_eq!(refused.status(), 429, "instance {instance}");
         assert!(refused.headers().contains_key("retry-after"));
     }
@@ -455,27 +313,27 @@ async fn the_failed_login_budget_is_shared_by_the_instances() {
 #[tokio::test]
 async fn the_relay_fills_gaps_from_the_stream_and_announces_what_it_lost() {
     let cluster = Cluster::start(1, &[("SSE_REPLAY_BUFFER", "3")]).await;
-    let mut stream = cluster.sse(0, None).await;
-    cluster.enqueue(0, "first", 1).await;
-    let first = next_events(&mut stream, 1).await[0].0;
+    let mut stream = notifications(&cluster[0], None).await;
+    cluster[0].enqueued("first", 1).await;
+    let first = stream.numbered(1).await[0].0;
     // Events that reach the stream but not the channel (a message lost in a blip), then ids
     // taken but never retained (beyond the replay window), then one published normally.
-    let mut redis = cluster.redis().await;
-    let ids = format!("{{{}:events}}:ids", cluster.prefix);
-    let events = format!("{{{}:events}}", cluster.prefix);
+    let mut redis = cluster.redis_connection().await;
+    let ids = cluster.key("events", ":ids");
+    let events = cluster.key("events", "");
     for _ in 0..3 {
         let _: u64 = redis::cmd("INCR")
             .arg(&ids)
             .query_async(&mut redis)
             .await
-            .unwrap();
+            .expect("INCR answers");
     }
     for _ in 0..2 {
         let id: u64 = redis::cmd("INCR")
             .arg(&ids)
             .query_async(&mut redis)
             .await
-            .unwrap();
+            .expect("INCR answers");
         let data = format!(
             r#"{{"id":{id},"type":"info","message":"only in the stream","timestamp":"2026-01-01T00:00:00Z"}}"#
         );
@@ -488,13 +346,13 @@ async fn the_relay_fills_gaps_from_the_stream_and_announces_what_it_lost() {
             .arg(data)
             .query_async(&mut redis)
             .await
-            .unwrap();
+            .expect("XADD answers");
     }
-    cluster.enqueue(0, "after the gap", 1).await;
+    cluster[0].enqueued("after the gap", 1).await;
     let lagged = stream.next_json().await;
     assert_eq!(lagged["event"], "stream.lagged", "{lagged}");
     assert_eq!(lagged["skipped"], 3, "{lagged}");
-    let filled = next_events(&mut stream, 3).await;
+    let filled = stream.numbered(3).await;
     let ids: Vec<u64> = filled.iter().map(|(id, _)| *id).collect();
     assert_eq!(ids, [first + 4, first + 5, first + 6]);
     assert!(filled[0].1.contains("only in the stream"));
@@ -505,10 +363,10 @@ async fn the_relay_fills_gaps_from_the_stream_and_announces_what_it_lost() {
 async fn a_redis_outage_answers_503_at_once_and_everything_recovers_by_itself() {
     let redis = RedisServer::start_with(Persistence::AppendOnly).await;
     let mut cluster = Cluster::start_on(redis, 2, &[]).await;
-    let token = cluster.login(0).await;
-    let mut stream = cluster.sse(1, None).await;
-    cluster.enqueue(0, "before", 1).await;
-    next_events(&mut stream, 1).await;
+    let token = cluster[0].token().await;
+    let mut stream = notifications(&cluster[1], None).await;
+    cluster[0].enqueued("before", 1).await;
+    stream.numbered(1).await;
 
     cluster.redis.kill();
     for (path, token) in [
@@ -519,8 +377,8 @@ async fn a_redis_outage_answers_503_at_once_and_everything_recovers_by_itself() 
     ] {
         let started = Instant::now();
         let response = match token {
-            Some(token) => cluster.with_token(0, path, token).await,
-            None => cluster.get(0, path).await,
+            Some(token) => cluster[0].with_token(Method::GET, path, token).await,
+            None => cluster[0].get(path).await,
         };
         assert!(
             started.elapsed() < OUTAGE_GUARD,
@@ -534,10 +392,10 @@ async fn a_redis_outage_answers_503_at_once_and_everything_recovers_by_itself() 
             "{path}"
         );
     }
-    let refused = cluster.enqueue(1, "during", 1).await;
+    let refused = cluster[1].enqueue("during", 1).await;
     assert_eq!(refused.status(), 503);
     assert_eq!(
-        cluster.get(1, "/health").await.status(),
+        cluster[1].get("/health").await.status(),
         200,
         "liveness holds"
     );
@@ -545,25 +403,22 @@ async fn a_redis_outage_answers_503_at_once_and_everything_recovers_by_itself() 
     cluster.redis.restart().await;
     for instance in [0, 1] {
         eventually("the instance is ready again", || async {
-            cluster.get(instance, "/ready").await.status() == 200
+            cluster[instance].get("/ready").await.status() == 200
         })
         .await;
     }
-    assert_eq!(cluster.enqueue(0, "after", 1).await.status(), 200);
-    let next = next_events(&mut stream, 1).await;
+    cluster[0].enqueued("after", 1).await;
+    let next = stream.numbered(1).await;
     assert!(
         next[0].1.contains(r#""task":"after""#),
         "the open stream resumed: {next:?}"
     );
-    let status = json_of(cluster.get(1, "/queue/status").await).await;
+    let status = cluster[1].queue_status().await;
     assert_eq!(
         status["size"], 2,
         "the task acknowledged before the outage is kept"
     );
-    assert_eq!(
-        cluster.with_token(1, "/protected", &token).await.status(),
-        200
-    );
+    assert_eq!(cluster[1].protected(&token).await.status(), 200);
 }
 
 #[tokio::test]
@@ -576,46 +431,24 @@ async fn through_nginx_the_instances_behave_as_one_server() {
         ],
     )
     .await;
-    let upstreams: Vec<_> = cluster.instances.iter().map(|i| i.addr).collect();
-    let nginx = Nginx::start(&upstreams).await;
-    let client = &cluster.client;
+    let nginx = Nginx::start(&cluster.addrs()).await;
 
     // Logout through the proxy, then every following request (round robin: both instances).
-    let login: Value = client
-        .post(nginx.url("/login"))
-        .json(&json!({"username": "admin", "password": "admin123"}))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("JSON");
-    let token = login["token"].as_str().expect("a token");
-    let logout = client
-        .post(nginx.url("/logout"))
-        .bearer_auth(token)
-        .send()
-        .await;
-    assert_eq!(logout.expect("sent").status(), 200);
+    let token = nginx.token().await;
+    assert_eq!(nginx.logout(&token).await.status(), 200);
     for _ in 0..4 {
-        let refused = client
-            .get(nginx.url("/protected"))
-            .bearer_auth(token)
-            .send()
-            .await;
-        assert_eq!(refused.expect("sent").status(), 401);
+        assert_eq!(nginx.protected(&token).await.status(), 401);
     }
 
     // Several seconds of events through the proxy (20 notifications, one every 200 ms): every
     // one, in order, no gap.
-    let mut stream = open_sse_url(client, &nginx.url("/notifications"), None).await;
-    stream.next().await.expect("the connected message");
-    let events = next_events(&mut stream, 20).await;
+    let mut stream = notifications(&nginx, None).await;
+    let events = stream.numbered(20).await;
     let ids: Vec<u64> = events.iter().map(|(id, _)| *id).collect();
     assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "no gap: {ids:?}");
 
     // A short load through the proxy: no error, every answer a 2xx.
-    let oha = common::system::installed("oha", "cargo install oha --locked");
+    let oha = crate::common::system::installed("oha", "cargo install oha --locked");
     let output = tokio::process::Command::new(oha)
         .args([
             "--no-tui",

@@ -1,18 +1,17 @@
 //! JWT authentication over real HTTP: login, protected route, logout and revocation, every
 //! rejection of the contract, expiry, restart, the failed-login limit and concurrency.
 
-mod common;
-
-use std::time::{SystemTime, UNIX_EPOCH};
-
+use backflow::clock::unix_seconds;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{
-    TestApp, error_body, eventually, live_events, next_app_event, spawn_app_with, spawn_config,
-    test_config,
-};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::Method;
 use serde_json::{Value, json};
+
+use crate::common::{
+    Api, TestApp, error_body, eventually, live_events, next_app_event, spawn_app_with,
+    spawn_config, test_config, token_of,
+};
 
 const SECRET: &str = "auth-tests-secret-long-enough-for-hs256";
 
@@ -22,29 +21,10 @@ async fn spawn(overrides: &[(&str, &str)]) -> TestApp {
     spawn_app_with(&pairs).await
 }
 
-async fn login(app: &TestApp, username: &str, password: &str) -> reqwest::Response {
-    app.post_json(
-        "/login",
-        &json!({"username": username, "password": password}),
-    )
-    .await
-}
-
-/// Logs in as the demo admin and returns the login body.
-async fn login_admin(app: &TestApp) -> Value {
-    let response = login(app, "admin", "admin123").await;
-    assert_eq!(response.status(), 200);
-    response.json().await.expect("JSON body")
-}
-
-fn token_of(body: &Value) -> String {
-    body["token"].as_str().expect("token").to_owned()
-}
-
 /// `method path` with this exact `Authorization` header (none when `None`).
 async fn send_with_auth(
     app: &TestApp,
-    method: reqwest::Method,
+    method: Method,
     path: &str,
     authorization: Option<&str>,
 ) -> reqwest::Response {
@@ -55,14 +35,10 @@ async fn send_with_auth(
     request.send().await.expect("request sent")
 }
 
-async fn protected(app: &TestApp, token: &str) -> reqwest::Response {
-    let bearer = format!("Bearer {token}");
-    send_with_auth(app, reqwest::Method::GET, "/protected", Some(&bearer)).await
-}
-
-async fn logout(app: &TestApp, token: &str) -> reqwest::Response {
-    let bearer = format!("Bearer {token}");
-    send_with_auth(app, reqwest::Method::POST, "/logout", Some(&bearer)).await
+/// A login with a wrong password, answered as one: it spends one of the client's failures.
+async fn fail_login(app: &TestApp) {
+    let response = app.login("admin", "guess").await;
+    error_body(response, 401, "invalid_credentials").await;
 }
 
 /// Checks a 401 of the contract: message, code, and the `WWW-Authenticate` challenge.
@@ -89,19 +65,12 @@ async fn assert_revoked(response: reqwest::Response) {
     assert_unauthorized(response, "Token has been invalidated", "token_revoked").await;
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs()
-}
-
 fn claims(exp: u64) -> Value {
     json!({
         "userId": 1,
         "username": "admin",
         "jti": uuid::Uuid::new_v4(),
-        "iat": unix_now(),
+        "iat": unix_seconds(),
         "exp": exp,
     })
 }
@@ -118,7 +87,7 @@ fn sign(algorithm: Algorithm, secret: &str, claims: &Value) -> String {
 #[tokio::test]
 async fn login_protected_logout_flow_revokes_the_token() {
     let app = spawn(&[]).await;
-    let body = login_admin(&app).await;
+    let body = app.login_admin().await;
     assert_eq!(body["message"], "Login successful");
     assert_eq!(body["expiresIn"], "1h");
     let token = token_of(&body);
@@ -130,7 +99,7 @@ async fn login_protected_logout_flow_revokes_the_token() {
         4
     );
 
-    let response = protected(&app, &token).await;
+    let response = app.protected(&token).await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.expect("JSON");
     assert_eq!(body["message"], "This is a protected route");
@@ -140,15 +109,15 @@ async fn login_protected_logout_flow_revokes_the_token() {
     assert_eq!(user["jti"], token_id);
     let iat = user["iat"].as_u64().expect("iat");
     assert_eq!(user["exp"].as_u64(), Some(iat + 3600));
-    assert!(iat.abs_diff(unix_now()) <= 5, "iat is now");
+    assert!(iat.abs_diff(unix_seconds()) <= 5, "iat is now");
 
-    let response = logout(&app, &token).await;
+    let response = app.logout(&token).await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.expect("JSON");
     assert_eq!(body, json!({"message": "Logged out successfully"}));
 
-    assert_revoked(protected(&app, &token).await).await;
-    assert_revoked(logout(&app, &token).await).await;
+    assert_revoked(app.protected(&token).await).await;
+    assert_revoked(app.logout(&token).await).await;
     assert_eq!(
         app.metric_value("auth_revoked_tokens", &[]).await,
         Some(1.0)
@@ -158,9 +127,9 @@ async fn login_protected_logout_flow_revokes_the_token() {
 #[tokio::test]
 async fn second_demo_user_gets_its_own_id() {
     let app = spawn(&[]).await;
-    let response = login(&app, "user", "user123").await;
+    let response = app.login("user", "user123").await;
     let token = token_of(&response.json().await.expect("JSON"));
-    let body: Value = protected(&app, &token).await.json().await.expect("JSON");
+    let body: Value = app.protected(&token).await.json().await.expect("JSON");
     assert_eq!(body["user"]["userId"], 2);
     assert_eq!(body["user"]["username"], "user");
 }
@@ -169,16 +138,16 @@ async fn second_demo_user_gets_its_own_id() {
 async fn expires_in_reflects_the_configured_lifetime() {
     for (ttl, shown) in [("1800", "30m"), ("45", "45s"), ("86400", "1d")] {
         let app = spawn(&[("JWT_TTL_SECONDS", ttl)]).await;
-        assert_eq!(login_admin(&app).await["expiresIn"], shown, "{ttl}");
+        assert_eq!(app.login_admin().await["expiresIn"], shown, "{ttl}");
     }
 }
 
 #[tokio::test]
 async fn configured_users_replace_the_demo_users() {
     let app = spawn(&[("AUTH_USERS", "alice:wonderland-42")]).await;
-    assert_eq!(login(&app, "alice", "wonderland-42").await.status(), 200);
+    assert_eq!(app.login("alice", "wonderland-42").await.status(), 200);
     error_body(
-        login(&app, "admin", "admin123").await,
+        app.login("admin", "admin123").await,
         401,
         "invalid_credentials",
     )
@@ -216,7 +185,7 @@ async fn wrong_credentials_are_a_401() {
         ("admin", "user123"),
         ("nobody", "admin123"),
     ] {
-        let response = login(&app, username, password).await;
+        let response = app.login(username, password).await;
         assert!(response.headers().contains_key("www-authenticate"));
         let body = error_body(response, 401, "invalid_credentials").await;
         assert_eq!(body["error"], "Invalid credentials");
@@ -227,10 +196,7 @@ async fn wrong_credentials_are_a_401() {
 #[tokio::test]
 async fn requests_without_a_bearer_token_are_told_a_token_is_required() {
     let app = spawn(&[]).await;
-    for (method, path) in [
-        (reqwest::Method::GET, "/protected"),
-        (reqwest::Method::POST, "/logout"),
-    ] {
+    for (method, path) in [(Method::GET, "/protected"), (Method::POST, "/logout")] {
         for authorization in [
             None,
             Some(""),
@@ -255,17 +221,17 @@ async fn malformed_tokens_are_invalid() {
         "eyJhbGciOiJIUzI1NiJ9.e30.",
         &"A".repeat(10_000),
     ] {
-        assert_invalid_token(protected(&app, token).await).await;
+        assert_invalid_token(app.protected(token).await).await;
     }
 }
 
 #[tokio::test]
 async fn bearer_scheme_is_matched_case_insensitively() {
     let app = spawn(&[]).await;
-    let token = token_of(&login_admin(&app).await);
+    let token = app.token().await;
     for scheme in ["bearer", "BEARER", "BeArEr"] {
         let value = format!("{scheme} {token}");
-        let response = send_with_auth(&app, reqwest::Method::GET, "/protected", Some(&value)).await;
+        let response = send_with_auth(&app, Method::GET, "/protected", Some(&value)).await;
         assert_eq!(response.status(), 200, "{scheme}");
     }
 }
@@ -274,16 +240,16 @@ async fn bearer_scheme_is_matched_case_insensitively() {
 async fn unsigned_token_with_alg_none_is_refused() {
     let app = spawn(&[]).await;
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
-    let payload = URL_SAFE_NO_PAD.encode(claims(unix_now() + 600).to_string());
-    assert_invalid_token(protected(&app, &format!("{header}.{payload}.")).await).await;
+    let payload = URL_SAFE_NO_PAD.encode(claims(unix_seconds() + 600).to_string());
+    assert_invalid_token(app.protected(&format!("{header}.{payload}.")).await).await;
 }
 
 #[tokio::test]
 async fn tokens_signed_with_another_algorithm_are_refused() {
     let app = spawn(&[]).await;
     for algorithm in [Algorithm::HS384, Algorithm::HS512] {
-        let token = sign(algorithm, SECRET, &claims(unix_now() + 600));
-        assert_invalid_token(protected(&app, &token).await).await;
+        let token = sign(algorithm, SECRET, &claims(unix_seconds() + 600));
+        assert_invalid_token(app.protected(&token).await).await;
     }
 }
 
@@ -291,37 +257,37 @@ async fn tokens_signed_with_another_algorithm_are_refused() {
 async fn a_correctly_crafted_token_is_accepted() {
     // The control for the rejection tests: the same crafting with HS256 and the right key works.
     let app = spawn(&[]).await;
-    let token = sign(Algorithm::HS256, SECRET, &claims(unix_now() + 600));
-    assert_eq!(protected(&app, &token).await.status(), 200);
+    let token = sign(Algorithm::HS256, SECRET, &claims(unix_seconds() + 600));
+    assert_eq!(app.protected(&token).await.status(), 200);
 }
 
 #[tokio::test]
 async fn tampered_payload_is_refused() {
     let app = spawn(&[]).await;
-    let token = token_of(&login_admin(&app).await);
+    let token = app.token().await;
     let parts: Vec<&str> = token.split('.').collect();
     let mut payload: Value =
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("base64url"))
             .expect("JSON payload");
     payload["username"] = json!("root");
-    payload["exp"] = json!(unix_now() + 365 * 86_400);
+    payload["exp"] = json!(unix_seconds() + 365 * 86_400);
     let forged = format!(
         "{}.{}.{}",
         parts[0],
         URL_SAFE_NO_PAD.encode(payload.to_string()),
         parts[2]
     );
-    assert_invalid_token(protected(&app, &forged).await).await;
+    assert_invalid_token(app.protected(&forged).await).await;
 }
 
 #[tokio::test]
 async fn tokens_are_checked_alike_with_and_without_the_verified_token_cache() {
     for capacity in ["10000", "0"] {
         let app = spawn(&[("TOKEN_CACHE_CAPACITY", capacity)]).await;
-        let token = token_of(&login_admin(&app).await);
+        let token = app.token().await;
         // Twice: the second request finds the token in the cache when there is one.
         for _ in 0..2 {
-            let body: Value = protected(&app, &token).await.json().await.expect("JSON");
+            let body: Value = app.protected(&token).await.json().await.expect("JSON");
             assert_eq!(body["user"]["username"], "admin", "{capacity}");
         }
         let expected_cached = if capacity == "0" { 0 } else { 1 };
@@ -335,10 +301,10 @@ async fn tokens_are_checked_alike_with_and_without_the_verified_token_cache() {
         let at = token.len() - 10;
         let flipped = if &token[at..=at] == "A" { "B" } else { "A" };
         let forged = format!("{}{flipped}{}", &token[..at], &token[at + 1..]);
-        assert_invalid_token(protected(&app, &forged).await).await;
+        assert_invalid_token(app.protected(&forged).await).await;
         // Revocation is checked on every request, cached or not.
-        assert_eq!(logout(&app, &token).await.status(), 200);
-        assert_revoked(protected(&app, &token).await).await;
+        assert_eq!(app.logout(&token).await.status(), 200);
+        assert_revoked(app.protected(&token).await).await;
     }
 }
 
@@ -348,16 +314,16 @@ async fn token_signed_with_another_secret_is_refused() {
     let token = sign(
         Algorithm::HS256,
         "some-other-secret-of-sufficient-length!",
-        &claims(unix_now() + 600),
+        &claims(unix_seconds() + 600),
     );
-    assert_invalid_token(protected(&app, &token).await).await;
+    assert_invalid_token(app.protected(&token).await).await;
 }
 
 #[tokio::test]
 async fn expired_token_is_refused() {
     let app = spawn(&[]).await;
-    let token = sign(Algorithm::HS256, SECRET, &claims(unix_now() - 3600));
-    assert_invalid_token(protected(&app, &token).await).await;
+    let token = sign(Algorithm::HS256, SECRET, &claims(unix_seconds() - 3600));
+    assert_invalid_token(app.protected(&token).await).await;
 }
 
 #[tokio::test]
@@ -365,21 +331,21 @@ async fn token_without_exp_or_with_missing_claims_is_refused() {
     let app = spawn(&[]).await;
     let mut no_exp = claims(0);
     no_exp.as_object_mut().expect("object").remove("exp");
-    let mut no_jti = claims(unix_now() + 600);
+    let mut no_jti = claims(unix_seconds() + 600);
     no_jti.as_object_mut().expect("object").remove("jti");
     for payload in [no_exp, no_jti] {
         let token = sign(Algorithm::HS256, SECRET, &payload);
-        assert_invalid_token(protected(&app, &token).await).await;
+        assert_invalid_token(app.protected(&token).await).await;
     }
 }
 
 #[tokio::test]
 async fn revocations_are_forgotten_once_the_token_expires() {
     let app = spawn(&[("JWT_TTL_SECONDS", "1")]).await;
-    let body = login_admin(&app).await;
+    let body = app.login_admin().await;
     assert_eq!(body["expiresIn"], "1s");
     let token = token_of(&body);
-    assert_eq!(logout(&app, &token).await.status(), 200);
+    assert_eq!(app.logout(&token).await.status(), 200);
     assert_eq!(
         app.metric_value("auth_revoked_tokens", &[]).await,
         Some(1.0)
@@ -390,20 +356,20 @@ async fn revocations_are_forgotten_once_the_token_expires() {
     })
     .await;
     // Forgotten, yet still refused: it is expired now.
-    assert_invalid_token(protected(&app, &token).await).await;
+    assert_invalid_token(app.protected(&token).await).await;
 }
 
 #[tokio::test]
 async fn revocations_survive_a_restart() {
     let app = spawn(&[]).await;
-    let revoked = token_of(&login_admin(&app).await);
-    let kept = token_of(&login_admin(&app).await);
-    assert_eq!(logout(&app, &revoked).await.status(), 200);
+    let revoked = app.token().await;
+    let kept = app.token().await;
+    assert_eq!(app.logout(&revoked).await.status(), 200);
     let (data_dir, _guard) = app.stop().await;
 
     let restarted = spawn_config(test_config(&data_dir, &[("JWT_SECRET", SECRET)])).await;
-    assert_revoked(protected(&restarted, &revoked).await).await;
-    assert_eq!(protected(&restarted, &kept).await.status(), 200);
+    assert_revoked(restarted.protected(&revoked).await).await;
+    assert_eq!(restarted.protected(&kept).await.status(), 200);
     assert_eq!(
         restarted.metric_value("auth_revoked_tokens", &[]).await,
         Some(1.0)
@@ -413,8 +379,8 @@ async fn revocations_survive_a_restart() {
 #[tokio::test]
 async fn the_memory_store_forgets_revocations_at_a_restart() {
     let app = spawn(&[("STORE", "memory")]).await;
-    let token = token_of(&login_admin(&app).await);
-    assert_eq!(logout(&app, &token).await.status(), 200);
+    let token = app.token().await;
+    assert_eq!(app.logout(&token).await.status(), 200);
     let (data_dir, _guard) = app.stop().await;
 
     let restarted = spawn_config(test_config(
@@ -423,7 +389,7 @@ async fn the_memory_store_forgets_revocations_at_a_restart() {
     ))
     .await;
     assert_eq!(
-        protected(&restarted, &token).await.status(),
+        restarted.protected(&token).await.status(),
         200,
         "STORE=memory keeps nothing, as documented"
     );
@@ -433,15 +399,10 @@ async fn the_memory_store_forgets_revocations_at_a_restart() {
 async fn repeated_failed_logins_are_rate_limited() {
     let app = spawn(&[("LOGIN_MAX_PER_MINUTE", "2")]).await;
     for _ in 0..2 {
-        error_body(
-            login(&app, "admin", "guess").await,
-            401,
-            "invalid_credentials",
-        )
-        .await;
+        fail_login(&app).await;
     }
     for password in ["guess", "admin123"] {
-        let response = login(&app, "admin", password).await;
+        let response = app.login("admin", password).await;
         let retry_after: u64 = response
             .headers()
             .get("retry-after")
@@ -464,15 +425,10 @@ async fn repeated_failed_logins_are_rate_limited() {
 async fn successful_logins_do_not_spend_the_failure_budget() {
     let app = spawn(&[("LOGIN_MAX_PER_MINUTE", "2")]).await;
     for _ in 0..5 {
-        login_admin(&app).await;
+        app.login_admin().await;
     }
     for _ in 0..2 {
-        error_body(
-            login(&app, "admin", "guess").await,
-            401,
-            "invalid_credentials",
-        )
-        .await;
+        fail_login(&app).await;
     }
     // Malformed requests test no password, so they spend nothing either.
     error_body(
@@ -481,16 +437,16 @@ async fn successful_logins_do_not_spend_the_failure_budget() {
         "missing_credentials",
     )
     .await;
-    error_body(login(&app, "admin", "guess").await, 429, "rate_limited").await;
+    error_body(app.login("admin", "guess").await, 429, "rate_limited").await;
 }
 
 #[tokio::test]
 async fn successful_logins_are_limited_with_a_retry_hint() {
     let app = spawn(&[("LOGIN_SUCCESS_MAX_PER_MINUTE", "2")]).await;
     for _ in 0..2 {
-        assert_eq!(login(&app, "admin", "admin123").await.status(), 200);
+        assert_eq!(app.login("admin", "admin123").await.status(), 200);
     }
-    let refused = login(&app, "admin", "admin123").await;
+    let refused = app.login("admin", "admin123").await;
     let retry_after: u64 = refused.headers()["retry-after"]
         .to_str()
         .expect("ASCII")
@@ -503,7 +459,7 @@ async fn successful_logins_are_limited_with_a_retry_hint() {
 #[tokio::test]
 async fn concurrent_logouts_of_one_token_succeed_exactly_once() {
     let app = spawn(&[]).await;
-    let token = token_of(&login_admin(&app).await);
+    let token = app.token().await;
     let attempts = (0..16).map(|_| {
         let client = app.client.clone();
         let url = app.url("/logout");
@@ -531,7 +487,7 @@ async fn concurrent_logouts_of_one_token_succeed_exactly_once() {
         statuses.iter().all(|s| *s == 200 || *s == 401),
         "{statuses:?}"
     );
-    assert_revoked(protected(&app, &token).await).await;
+    assert_revoked(app.protected(&token).await).await;
 }
 
 #[tokio::test]
@@ -539,7 +495,7 @@ async fn concurrent_verifies_and_logouts_stay_consistent() {
     let app = spawn(&[]).await;
     let mut tokens = Vec::new();
     for _ in 0..12 {
-        tokens.push(token_of(&login_admin(&app).await));
+        tokens.push(app.token().await);
     }
     let mut tasks = Vec::new();
     for token in &tokens {
@@ -573,7 +529,7 @@ async fn concurrent_verifies_and_logouts_stay_consistent() {
         }
     }
     for token in &tokens {
-        assert_revoked(protected(&app, token).await).await;
+        assert_revoked(app.protected(token).await).await;
     }
     assert_eq!(
         app.metric_value("auth_revoked_tokens", &[]).await,
@@ -624,25 +580,15 @@ async fn oversized_login_body_is_a_413() {
 async fn login_and_logout_publish_events_with_the_username_only() {
     let app = spawn_app_with(&[("JWT_SECRET", SECRET)]).await;
     let mut live = live_events(&app).await;
-    let (base, client) = (app.url(""), &app.client);
 
-    let login: Value = client
-        .post(format!("{base}/login"))
-        .json(&json!({"username": "user", "password": "user123"}))
-        .send()
+    let login: Value = app
+        .login("user", "user123")
         .await
-        .expect("sent")
         .json()
         .await
         .expect("JSON");
     let token = token_of(&login);
-    let logout = client
-        .post(format!("{base}/logout"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(logout.status(), 200);
+    assert_eq!(app.logout(&token).await.status(), 200);
 
     let logged_in = next_app_event(&mut live, "auth.").await;
     assert_eq!(logged_in["event"], "auth.login");

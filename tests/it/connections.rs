@@ -5,16 +5,17 @@
 //! deadline. Each test starts the real binary as a process of its own, under an open-file limit
 //! set for that process alone.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::process::{FdLimit, ServerProcess, raise_own_fd_limit, refused_start_with_fd_limit};
-use common::{SseStream, eventually, metric_in, open_sse_url};
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::common::process::{
+    FdLimit, ServerProcess, raise_own_fd_limit, refused_start_with_fd_limit,
+};
+use crate::common::{Api, error_body, eventually, metric_in, notifications};
 
 /// Longest wait for anything the server is expected to do soon: a guard against a hanging
 /// test, not a timing assertion.
@@ -120,7 +121,7 @@ async fn health_is_refused_at_once(server: &ServerProcess) {
     assert!(started.elapsed() < HEALTH_WITHIN, "{:?}", started.elapsed());
     assert_eq!(response.headers()["retry-after"], "1");
     assert!(response.headers().contains_key("x-request-id"));
-    let body = common::error_body(response, 503, "server_busy").await;
+    let body = error_body(response, 503, "server_busy").await;
     assert_eq!(body["retryAfterSeconds"], 1);
 }
 
@@ -135,13 +136,6 @@ async fn metrics_once_served_again(server: &ServerProcess) -> String {
         (response.status() == 200).then_some(response.text().await.ok()?)
     })
     .await
-}
-
-/// Opens `/notifications` and reads its connected message.
-async fn open_event_stream(server: &ServerProcess, client: &reqwest::Client) -> SseStream {
-    let mut events = open_sse_url(client, &server.url("/notifications"), None).await;
-    events.next().await.expect("connected message");
-    events
 }
 
 /// The soft and hard limits on open files of process `pid`, from `/proc`.
@@ -286,15 +280,11 @@ async fn requests_in_flight_and_event_streams_survive_a_flood_of_idle_connection
         None,
     )
     .await;
-    let streams = reqwest::Client::new();
-    let mut events = open_event_stream(&server, &streams).await;
-    let response = streams
-        .get(server.url("/stream?totalItems=20&chunkSize=1&delay=100"))
-        .send()
-        .await
-        .expect("stream started");
+    let mut events = notifications(&server, None).await;
+    let mut response = server
+        .get("/stream?totalItems=20&chunkSize=1&delay=100")
+        .await;
     let mut body = Vec::new();
-    let mut response = response;
     body.extend_from_slice(&response.chunk().await.expect("read").expect("first chunk"));
 
     let (_idle, made_room) = flood_past_the_limit(&server, 500).await;
@@ -328,9 +318,8 @@ async fn when_no_connection_is_idle_a_new_one_gets_503_server_busy() {
         None,
     )
     .await;
-    let streams = reqwest::Client::new();
-    let _first = open_event_stream(&server, &streams).await;
-    let second = open_event_stream(&server, &streams).await;
+    let _first = notifications(&server, None).await;
+    let second = notifications(&server, None).await;
 
     health_is_refused_at_once(&server).await;
 

@@ -1,18 +1,19 @@
 //! `GET /notifications`: Server-Sent Events fanned out from one producer, resumable with
 //! `Last-Event-ID`, fair to fast clients when one is slow, capped in number.
 
-mod common;
-
 use std::time::Duration;
 
 use backflow::events::{LIVE_BUFFER, Level, NewEvent};
-use common::{SseStream, error_body, eventually, open_sse, publish, spawn_app_with};
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const CONNECTED: &str = r#"{"message":"Connected to notification stream"}"#;
+use crate::common::{
+    Api, CONNECTED, SseStream, error_body, eventually, notifications, open_sse, publish,
+    spawn_app_with,
+};
+
 /// Keeps the periodic producer out of the way of tests that count ids.
 const QUIET: (&str, &str) = ("NOTIFY_INTERVAL_MS", "3600000");
 
@@ -25,35 +26,10 @@ fn app_event(n: u64) -> NewEvent {
     .with("n", n)
 }
 
-/// Reads the `connected` message that opens every stream.
-async fn connected(stream: &mut SseStream) {
-    let event = stream.next().await.expect("the connected message");
-    assert_eq!(event.data, CONNECTED);
-}
-
-/// The ids of the next `count` events, checking each `id:` line matches the data's `id`.
+/// The ids of the next `count` numbered events.
 async fn next_ids(stream: &mut SseStream, count: usize) -> Vec<u64> {
-    let mut ids = Vec::with_capacity(count);
-    for _ in 0..count {
-        let event = stream.next().await.expect("an event");
-        let data: Value = serde_json::from_str(&event.data).expect("JSON data");
-        let id = data["id"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("an id in {data}"));
-        assert_eq!(event.id, id.to_string(), "id line matches the data");
-        ids.push(id);
-    }
-    ids
-}
-
-/// The `id` of each event's JSON data.
-fn ids_in(data: &[String]) -> Vec<u64> {
-    data.iter()
-        .map(|d| {
-            let value: Value = serde_json::from_str(d).expect("JSON");
-            value["id"].as_u64().expect("id")
-        })
-        .collect()
+    let events = stream.numbered(count).await;
+    events.into_iter().map(|(id, _)| id).collect()
 }
 
 #[tokio::test]
@@ -74,8 +50,7 @@ async fn stream_has_the_contract_headers_and_opens_with_connected() {
 #[tokio::test]
 async fn periodic_notifications_carry_ids_and_the_contract_fields() {
     let app = spawn_app_with(&[("NOTIFY_INTERVAL_MS", "20")]).await;
-    let mut stream = open_sse(&app, "/notifications", None).await;
-    connected(&mut stream).await;
+    let mut stream = notifications(&app, None).await;
     let mut previous = None;
     for _ in 0..4 {
         let event = stream.next().await.expect("a notification");
@@ -104,32 +79,23 @@ async fn periodic_notifications_carry_ids_and_the_contract_fields() {
 async fn two_clients_see_the_same_events_with_the_same_ids() {
     let app = spawn_app_with(&[QUIET]).await;
     let state = app.state.clone();
-    let mut a = open_sse(&app, "/notifications", None).await;
-    let mut b = open_sse(&app, "/notifications", None).await;
-    connected(&mut a).await;
-    connected(&mut b).await;
+    let mut a = notifications(&app, None).await;
+    let mut b = notifications(&app, None).await;
     let mut published = Vec::new();
     for n in 0..3 {
         published.push(publish(&state, app_event(n)).await);
     }
-    let mut seen = Vec::new();
-    for stream in [&mut a, &mut b] {
-        let mut data = Vec::new();
-        for _ in 0..3 {
-            data.push(stream.next().await.expect("an event").data);
-        }
-        seen.push(data);
-    }
+    let seen = [a.numbered(3).await, b.numbered(3).await];
     assert_eq!(seen[0], seen[1], "same bytes for everyone");
-    assert_eq!(ids_in(&seen[0]), published);
+    let ids: Vec<u64> = seen[0].iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, published);
 }
 
 #[tokio::test]
 async fn application_events_appear_with_their_name() {
     let app = spawn_app_with(&[QUIET]).await;
     let state = app.state.clone();
-    let mut stream = open_sse(&app, "/notifications", None).await;
-    connected(&mut stream).await;
+    let mut stream = notifications(&app, None).await;
     let id = publish(
         &state,
         NewEvent::app("queue.enqueued", Level::Success, "Task enqueued").with("priority", 2),
@@ -148,8 +114,7 @@ async fn application_events_appear_with_their_name() {
 #[tokio::test]
 async fn an_enqueue_through_the_api_reaches_open_streams() {
     let app = spawn_app_with(&[QUIET]).await;
-    let mut stream = open_sse(&app, "/notifications", None).await;
-    connected(&mut stream).await;
+    let mut stream = notifications(&app, None).await;
     let response = app
         .post_json(
             "/enqueue",
@@ -170,8 +135,7 @@ async fn last_event_id_header_replays_exactly_from_the_seam() {
     for n in 0..5 {
         publish(&state, app_event(n)).await;
     }
-    let mut stream = open_sse(&app, "/notifications", Some("2")).await;
-    connected(&mut stream).await;
+    let mut stream = notifications(&app, Some("2")).await;
     let live = publish(&state, app_event(5)).await;
     assert_eq!(live, 6);
     assert_eq!(next_ids(&mut stream, 4).await, [3, 4, 5, 6]);
@@ -186,8 +150,8 @@ async fn last_event_id_query_replays_and_the_header_wins_over_it() {
     }
     let mut by_query = open_sse(&app, "/notifications?lastEventId=3", None).await;
     let mut both = open_sse(&app, "/notifications?lastEventId=1", Some("4")).await;
-    connected(&mut by_query).await;
-    connected(&mut both).await;
+    by_query.expect_connected().await;
+    both.expect_connected().await;
     publish(&state, app_event(5)).await;
     assert_eq!(next_ids(&mut by_query, 3).await, [4, 5, 6]);
     assert_eq!(next_ids(&mut both, 2).await, [5, 6]);
@@ -200,8 +164,7 @@ async fn events_gone_from_the_replay_window_are_announced() {
     for n in 0..5 {
         publish(&state, app_event(n)).await;
     }
-    let mut stream = open_sse(&app, "/notifications", Some("1")).await;
-    connected(&mut stream).await;
+    let mut stream = notifications(&app, Some("1")).await;
     let notice = stream.next_json().await;
     assert_eq!(notice["event"], "stream.lagged", "{notice}");
     assert_eq!(notice["type"], "warning");
@@ -331,8 +294,7 @@ async fn a_slow_client_does_not_hold_back_a_fast_one_and_is_told_it_lagged() {
 #[tokio::test]
 async fn connections_over_the_cap_get_503_with_retry_after() {
     let app = spawn_app_with(&[("SSE_MAX_CONNECTIONS", "1")]).await;
-    let mut first = open_sse(&app, "/notifications", None).await;
-    connected(&mut first).await;
+    let first = notifications(&app, None).await;
     assert_eq!(
         app.metric_value("sse_connections_open", &[]).await,
         Some(1.0)
@@ -354,8 +316,8 @@ async fn connections_over_the_cap_get_503_with_retry_after() {
         app.metric_value("sse_connections_open", &[]).await == Some(0.0)
     })
     .await;
-    let mut again = open_sse(&app, "/notifications", None).await;
-    connected(&mut again).await;
+    // Opened, and the connected message read: the stream is served again.
+    notifications(&app, None).await;
 }
 
 #[tokio::test]

@@ -1,13 +1,12 @@
 //! The embedded store seen from outside: start-up refusals that name the file and what to do,
 //! readiness, and the cap on revocations.
 
-mod common;
-
 use std::path::Path;
 
-use common::process::refused_start;
-use common::{error_body, spawn_app_with};
 use serde_json::{Value, json};
+
+use crate::common::process::refused_start;
+use crate::common::{Api, error_body, spawn_app_with};
 
 const SECRET: &str = "test-secret-that-is-long-enough-for-hs256!";
 
@@ -70,37 +69,16 @@ async fn ready_answers_when_the_store_answers() {
 #[tokio::test]
 async fn a_full_revocation_list_refuses_logouts_with_503_and_the_token_stays_valid() {
     let app = spawn_app_with(&[("JWT_SECRET", SECRET), ("REVOCATION_LIST_MAX", "1")]).await;
-    let mut tokens = Vec::new();
-    for _ in 0..2 {
-        let body: Value = app
-            .post_json(
-                "/login",
-                &json!({"username": "admin", "password": "admin123"}),
-            )
-            .await
-            .json()
-            .await
-            .expect("JSON");
-        tokens.push(body["token"].as_str().expect("a token").to_owned());
-    }
-    let logout = |token: &str| {
-        app.client
-            .post(app.url("/logout"))
-            .bearer_auth(token)
-            .send()
-    };
-    assert_eq!(logout(&tokens[0]).await.expect("sent").status(), 200);
-    let refused = logout(&tokens[1]).await.expect("sent");
+    let tokens = [app.token().await, app.token().await];
+    assert_eq!(app.logout(&tokens[0]).await.status(), 200);
+    let refused = app.logout(&tokens[1]).await;
     assert!(refused.headers().contains_key("retry-after"));
     error_body(refused, 503, "revocation_list_full").await;
-    let protected = app
-        .client
-        .get(app.url("/protected"))
-        .bearer_auth(&tokens[1])
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(protected.status(), 200, "a refused logout revokes nothing");
+    assert_eq!(
+        app.protected(&tokens[1]).await.status(),
+        200,
+        "a refused logout revokes nothing"
+    );
     assert_eq!(
         app.metric_value("auth_revoked_tokens_capacity", &[]).await,
         Some(1.0)

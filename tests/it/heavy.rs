@@ -3,15 +3,14 @@
 //! Jobs that must still be running when the test looks use an `n` that takes minutes in a debug
 //! build (44 and up); they end by timeout, by a dropped client or when the test's server stops.
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{
-    TestApp, error_body, eventually, spawn_app, spawn_app_with, spawn_config, test_config,
-};
 use serde_json::Value;
+
+use crate::common::{
+    Api, TestApp, error_body, eventually, spawn_app, spawn_app_with, spawn_config, test_config,
+};
 
 /// The sample of `name` for `method`; an absent one reads as -1, which matches no expected count.
 async fn metric(app: &TestApp, name: &str, method: &str) -> f64 {

@@ -1,10 +1,9 @@
 //! The browser demo page: `GET /` negotiation, the page's own CSP, and its embedded assets.
 
-mod common;
-
-use common::{error_body, spawn_app};
 use reqwest::Response;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, IF_NONE_MATCH};
+
+use crate::common::{Api, TestApp, error_body, spawn_app};
 
 const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,\
                               image/avif,image/webp,*/*;q=0.8";
@@ -19,13 +18,19 @@ fn header(response: &Response, name: &str) -> String {
         .to_owned()
 }
 
-async fn get_with(app: &common::TestApp, path: &str, name: &str, value: &str) -> Response {
+async fn get_with(app: &TestApp, path: &str, name: &str, value: &str) -> Response {
     app.client
         .get(app.url(path))
         .header(name, value)
         .send()
         .await
         .expect("request sent")
+}
+
+/// The demo page, as a browser asking for HTML gets it.
+async fn page(app: &TestApp) -> String {
+    let response = get_with(app, "/", ACCEPT.as_str(), "text/html").await;
+    response.text().await.expect("page body")
 }
 
 #[tokio::test]
@@ -61,11 +66,7 @@ async fn browser_gets_the_demo_page_under_its_own_csp() {
 #[tokio::test]
 async fn page_has_nothing_inline_that_its_csp_would_block() {
     let app = spawn_app().await;
-    let page = get_with(&app, "/", ACCEPT.as_str(), "text/html")
-        .await
-        .text()
-        .await
-        .expect("page body");
+    let page = page(&app).await;
 
     for script in page.split("<script").skip(1) {
         let tag = script.split('>').next().expect("tag");
@@ -168,11 +169,7 @@ async fn unchanged_asset_is_revalidated_with_an_empty_304() {
 #[tokio::test]
 async fn every_asset_the_page_references_is_served() {
     let app = spawn_app().await;
-    let page = get_with(&app, "/", ACCEPT.as_str(), "text/html")
-        .await
-        .text()
-        .await
-        .expect("page body");
+    let page = page(&app).await;
     let references: Vec<&str> = page
         .match_indices("\"/static/")
         .map(|(start, _)| {
