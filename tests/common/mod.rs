@@ -157,6 +157,40 @@ where
     }
 }
 
+/// Longest a [`concurrent_gets`] load may take: a guard against a hang, not a timing.
+pub const LOAD_GUARD: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A bounded load: `clients` tasks at once, each sending `each` requests `GET path` to `server`
+/// one after another. Returns the status of every answer, or why a request got none; panics
+/// if the whole load takes longer than [`LOAD_GUARD`].
+pub async fn concurrent_gets(
+    server: &impl Api,
+    path: &str,
+    clients: usize,
+    each: usize,
+) -> Vec<Result<u16, String>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let (client, url) = (server.client().clone(), server.url(path));
+        tasks.spawn(async move {
+            let mut answers = Vec::with_capacity(each);
+            for _ in 0..each {
+                let answer = client.get(&url).send().await;
+                answers.push(
+                    answer
+                        .map(|r| r.status().as_u16())
+                        .map_err(|e| e.to_string()),
+                );
+            }
+            answers
+        });
+    }
+    let all = tokio::time::timeout(LOAD_GUARD, tasks.join_all())
+        .await
+        .unwrap_or_else(|_| panic!("{} requests within {LOAD_GUARD:?}", clients * each));
+    all.into_iter().flatten().collect()
+}
+
 /// A client whose connections come from `local`, one of this machine's loopback addresses
 /// (any of 127.0.0.0/8): a second or third client address for tests of per-client limits.
 pub fn client_from(local: std::net::Ipv4Addr) -> reqwest::Client {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 const SYSTEM_DIRS: [&str; 4] = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin"];
 
 /// The path of `program`. Panics, saying how to install it (`install`), when it is not
-/// installed: a test that needs a real Redis, nginx or load generator fails rather than passing
+/// installed: a test that needs a real Redis or nginx fails rather than passing
 /// without having run.
 pub fn installed(program: &str, install: &str) -> PathBuf {
     let path_dirs = std::env::var_os("PATH")
