@@ -24,7 +24,7 @@ pub fn installed(program: &str, install: &str) -> PathBuf {
         .unwrap_or_else(|| {
             panic!(
                 "`{program}` is not installed, and this test runs a real one. Install it with \
-                 `{install}` (`.ci/run` installs it when it is missing)."
+                 `{install}` (`scripts/test` installs it when it is missing)."
             )
         })
 }
