@@ -162,7 +162,7 @@ fn check(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), Str
         return Err(format!("{at}: {value} is not one of {allowed:?}"));
     }
     match value {
-        Value::Number(number) => check_range(schema, number.as_f64().unwrap_or(f64::NAN), at),
+        Value::Number(number) => check_range(schema, number, at),
         Value::String(text) => check_length(schema, text.chars().count(), at),
         Value::Array(items) => match schema.get("items") {
             Some(item_schema) => items
@@ -213,11 +213,23 @@ fn check_type(schema: &Value, value: &Value, at: &str) -> Result<(), String> {
     }
 }
 
-fn check_range(schema: &Value, number: f64, at: &str) -> Result<(), String> {
-    let bound = |keyword: &str| schema[keyword].as_f64();
-    let in_range = bound("minimum").is_none_or(|min| number >= min)
-        && bound("maximum").is_none_or(|max| number <= max)
-        && bound("exclusiveMaximum").is_none_or(|max| number < max);
+/// Integers are compared as integers: as floats, 2^53 + 1 would pass a maximum of 2^53.
+fn check_range(schema: &Value, number: &serde_json::Number, at: &str) -> Result<(), String> {
+    let within = |keyword: &str, holds: fn(std::cmp::Ordering) -> bool| {
+        let Some(bound) = schema.get(keyword) else {
+            return true;
+        };
+        let order = match (number.as_i128(), bound.as_i64()) {
+            (Some(n), Some(b)) => Some(n.cmp(&i128::from(b))),
+            _ => (number.as_f64())
+                .zip(bound.as_f64())
+                .and_then(|(n, b)| n.partial_cmp(&b)),
+        };
+        order.is_some_and(holds)
+    };
+    let in_range = within("minimum", std::cmp::Ordering::is_ge)
+        && within("maximum", std::cmp::Ordering::is_le)
+        && within("exclusiveMaximum", std::cmp::Ordering::is_lt);
     if in_range {
         Ok(())
     } else {

@@ -1,6 +1,7 @@
 //! `GET /openapi.json`: the document describes exactly the contract's routes, and every
 //! operation, parameter range, response and error it documents is what the server really does.
 
+mod bodies;
 mod document;
 mod requests;
 
@@ -8,9 +9,10 @@ use std::collections::{BTreeSet, HashSet};
 
 use serde_json::{Value, json};
 
-use crate::common::{Api, error_body, open_sse, spawn_app, spawn_app_with};
+use crate::common::{Api, error_body, error_body_of, open_sse, spawn_app, spawn_app_with};
+use bodies::{body_cases, documented_400_codes};
 use document::{operations, references, resolve, validate};
-use requests::{assert_documented, document, send, send_plausible};
+use requests::{assert_documented, body_schema, document, send, send_plausible, send_with_body};
 
 /// Every route of API.md, as (method, path).
 const CONTRACT: &[(&str, &str)] = &[
@@ -359,6 +361,57 @@ async fn documented_ranges_and_choices_are_the_enforced_ones() {
     assert_eq!(
         checked, 7,
         "the parameters of /stream, /heavy-task-child and /heavy-task-worker"
+    );
+}
+
+/// Every documented bound of a request body is the enforced one: a body at the bound is
+/// accepted, one a step beyond it or without a required property is refused with a `400` that
+/// names the property and carries one of the operation's documented codes.
+#[tokio::test]
+async fn documented_body_bounds_are_the_enforced_ones() {
+    // Logins with made-up credentials are answered 401: let them all count as failures.
+    let app = spawn_app_with(&[("LOGIN_MAX_PER_MINUTE", "1000")]).await;
+    let doc = document(&app).await;
+    let mut checked = BTreeSet::new();
+    for op in operations(&doc) {
+        for case in body_cases(&doc, &op) {
+            let at = format!("{} with {}", op.name(), case.what);
+            let schema = body_schema(&op).expect("a body schema");
+            let verdict = validate(&doc, schema, &case.body, &at);
+            assert_eq!(
+                verdict.is_ok(),
+                case.valid,
+                "the document's own verdict: {verdict:?}"
+            );
+            let response = send_with_body(&app, &op, &[], Some(&case.body)).await;
+            if case.valid {
+                assert_ne!(response.status(), 400, "{at} is accepted");
+                assert_documented(&doc, &op, response).await;
+            } else {
+                let body = error_body_of(response, 400).await;
+                assert_eq!(body["field"], case.field, "{at}: {body}");
+                let code = body["code"].as_str().unwrap_or_default();
+                let codes = documented_400_codes(&op);
+                assert!(
+                    codes.iter().any(|c| c == code),
+                    "{at}: {code} is one of {codes:?}"
+                );
+            }
+            checked.insert(format!("{} {}", op.name(), case.field));
+        }
+    }
+    assert_eq!(
+        checked,
+        BTreeSet::from(
+            [
+                "POST /enqueue priority",
+                "POST /enqueue task",
+                "POST /login password",
+                "POST /login username"
+            ]
+            .map(String::from)
+        ),
+        "the properties of the two request bodies"
     );
 }
 

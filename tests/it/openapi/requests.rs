@@ -32,12 +32,15 @@ fn plausible_value(doc: &Value, parameter: &Value) -> String {
     }
 }
 
-/// A JSON body made of the examples documented for each property.
-fn plausible_body(doc: &Value, op: &Operation<'_>) -> Option<Value> {
+/// The schema of `op`'s JSON request body, if it takes one.
+pub fn body_schema<'a>(op: &Operation<'a>) -> Option<&'a Value> {
     let schema = &op.spec["requestBody"]["content"]["application/json"]["schema"];
-    if schema.is_null() {
-        return None;
-    }
+    (!schema.is_null()).then_some(schema)
+}
+
+/// A JSON body made of the examples documented for each property.
+pub fn plausible_body(doc: &Value, op: &Operation<'_>) -> Option<Value> {
+    let schema = body_schema(op)?;
     let properties = resolve(doc, schema)["properties"]
         .as_object()
         .unwrap_or_else(|| panic!("{}: the request body documents its fields", op.name()));
@@ -65,6 +68,17 @@ pub async fn send(
     op: &Operation<'_>,
     query: &[(String, String)],
 ) -> reqwest::Response {
+    send_with_body(app, op, query, plausible_body(doc, op).as_ref()).await
+}
+
+/// Sends `op` with the query `query`, `body` as JSON when given and, when secured, a fresh
+/// token.
+pub async fn send_with_body(
+    app: &TestApp,
+    op: &Operation<'_>,
+    query: &[(String, String)],
+    body: Option<&Value>,
+) -> reqwest::Response {
     let method = reqwest::Method::from_bytes(op.method.as_bytes()).expect("an HTTP method");
     let query: Vec<String> = query
         .iter()
@@ -72,8 +86,8 @@ pub async fn send(
         .collect();
     let url = format!("{}?{}", app.url(op.path), query.join("&"));
     let mut request = app.client.request(method, url);
-    if let Some(body) = plausible_body(doc, op) {
-        request = request.json(&body);
+    if let Some(body) = body {
+        request = request.json(body);
     }
     if op.is_secured() {
         request = request.bearer_auth(app.token().await);
