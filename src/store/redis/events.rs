@@ -16,6 +16,11 @@
 //! A client resuming with `Last-Event-ID` subscribes to the local channel first, then reads the
 //! stream after its id; live events it already got from the stream are skipped by id, so the
 //! seam has no gap and no duplicate, whichever instance served the events before.
+//!
+//! Until the relay's first subscription is active, nothing would reach the local channel: an
+//! event published then would be lost to every client already subscribed. So a subscription
+//! waits for the relay to be active once (at most [`TIMEOUT`], then it is refused as a store
+//! failure); after that, the relay fills any gap itself.
 
 use std::time::Duration;
 
@@ -23,12 +28,12 @@ use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use metrics::Counter;
 use redis::Script;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_util::sync::CancellationToken;
 
-use super::{CONNECT_TIMEOUT, Redis};
+use super::{CONNECT_TIMEOUT, Redis, TIMEOUT};
 use crate::clock;
 use crate::events::{Delivery, Event, EventBus, LIVE_BUFFER, NewEvent, Subscription};
 use crate::fault::StoreError;
@@ -48,6 +53,8 @@ pub struct RedisEventBus {
     retained: usize,
     publish: Script,
     local: broadcast::Sender<Delivery>,
+    /// Turns `true` once the relay's first subscription is active.
+    following: watch::Receiver<bool>,
 }
 
 impl RedisEventBus {
@@ -59,9 +66,11 @@ impl RedisEventBus {
         stop: CancellationToken,
     ) -> Self {
         let (local, _) = broadcast::channel(LIVE_BUFFER);
+        let (followed, following) = watch::channel(false);
         let relay = Relay {
             redis: redis.clone(),
             local: local.clone(),
+            followed,
             last_seen: None,
             reconnects: metrics.counter("events_subscription_reconnects_total", &[]),
         };
@@ -71,6 +80,7 @@ impl RedisEventBus {
             retained,
             publish: Script::new(PUBLISH),
             local,
+            following,
         }
     }
 }
@@ -100,9 +110,18 @@ impl EventBus for RedisEventBus {
         &self,
         last_event_id: Option<u64>,
     ) -> BoxFuture<'_, Result<Subscription, StoreError>> {
-        // Subscribed before the replay is read: nothing published in between is missed.
-        let receiver = self.local.subscribe();
         Box::pin(async move {
+            let mut following = self.following.clone();
+            match tokio::time::timeout(TIMEOUT, following.wait_for(|active| *active)).await {
+                Ok(Ok(_)) => {}
+                _ => {
+                    return Err(StoreError::new(
+                        "redis: the event subscription is not active yet",
+                    ));
+                }
+            }
+            // Subscribed before the replay is read: nothing published in between is missed.
+            let receiver = self.local.subscribe();
             let Some(after) = last_event_id else {
                 return Ok(Subscription {
                     replay: Vec::new(),
@@ -187,6 +206,8 @@ async fn read_after(redis: &Redis, after: u64) -> Result<(u64, Vec<Event>), Stor
 struct Relay {
     redis: Redis,
     local: broadcast::Sender<Delivery>,
+    /// Told once the first subscription is active.
+    followed: watch::Sender<bool>,
     /// The newest id forwarded; `None` until the first subscription.
     last_seen: Option<u64>,
     reconnects: Counter,
@@ -231,6 +252,7 @@ impl Relay {
             Some(seen) => self.catch_up(seen).await?,
         }
         tracing::debug!(last_seen = ?self.last_seen, "event subscription active");
+        self.followed.send_replace(true);
         let mut messages = subscription.on_message();
         while let Some(message) = messages.next().await {
             let payload = message.get_payload_bytes();
