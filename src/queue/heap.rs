@@ -184,8 +184,6 @@ impl Inner {
 
 #[cfg(test)]
 mod tests {
-    use proptest::prelude::*;
-
     use super::*;
     use crate::queue::TaskText;
 
@@ -314,56 +312,5 @@ mod tests {
         heap.pop();
         heap.pop();
         assert!(heap.push(task("d", 0)).is_ok());
-    }
-
-    #[derive(Debug, Clone)]
-    enum Op {
-        Enqueue(i64),
-        Dequeue,
-    }
-
-    fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![
-            3 => (-3i64..=3).prop_map(Op::Enqueue),
-            2 => Just(Op::Dequeue),
-        ]
-    }
-
-    proptest! {
-        /// The heap behaves like a vector kept sorted by (priority, arrival).
-        #[test]
-        fn matches_a_sorted_vector_model(ops in proptest::collection::vec(op(), 0..200), capacity in 1usize..20) {
-            let heap = TaskHeap::new(capacity);
-            let mut model: Vec<(i64, usize, String)> = Vec::new();
-            for (arrival, op) in ops.into_iter().enumerate() {
-                match op {
-                    Op::Enqueue(priority) => {
-                        let text = format!("t{arrival}");
-                        let result = heap.push(task(&text, priority));
-                        if model.len() >= capacity {
-                            prop_assert_eq!(result, Err(QueueError::Full { capacity }));
-                        } else {
-                            model.push((priority, arrival, text));
-                            model.sort();
-                            prop_assert_eq!(result, Ok(model.len()));
-                        }
-                    }
-                    Op::Dequeue => {
-                        let expected = (!model.is_empty()).then(|| model.remove(0));
-                        let got = heap.pop();
-                        prop_assert_eq!(
-                            got.as_ref().map(|(e, size)| (e.task.priority.get(), e.task.task.to_string(), *size)),
-                            expected.map(|(p, _, text)| (p, text, model.len()))
-                        );
-                    }
-                }
-                let status = heap.peek();
-                prop_assert_eq!(status.size, model.len());
-                prop_assert_eq!(
-                    status.next.map(|t| t.task.to_string()),
-                    model.first().map(|(_, _, text)| text.clone())
-                );
-            }
-        }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod cluster;
+pub mod faults;
 pub mod nginx;
 pub mod process;
 pub mod redis;
@@ -68,7 +69,26 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
 /// Starts a server with exactly this configuration (its data dir is not cleaned up).
 pub async fn spawn_config(config: Config) -> TestApp {
     let data_dir = config.store.data_dir.clone();
-    let app = Application::build(config).await.expect("server starts");
+    serve(
+        data_dir,
+        Application::build(config).await.expect("server starts"),
+    )
+}
+
+/// Starts a server with this configuration over `stores`, already open with `metrics` (its
+/// data dir is not cleaned up).
+pub async fn spawn_with_stores(
+    config: Config,
+    metrics: backflow::metrics::Metrics,
+    stores: backflow::store::Stores,
+) -> TestApp {
+    let data_dir = config.store.data_dir.clone();
+    let app = Application::build_with_stores(config, metrics, stores).await;
+    serve(data_dir, app.expect("server starts"))
+}
+
+/// Runs `app` in this process.
+fn serve(data_dir: PathBuf, app: Application) -> TestApp {
     let state = app.state().clone();
     let addr = app.local_addr();
     let shutdown = app.shutdown();

@@ -10,6 +10,7 @@ mod auth;
 mod client_ip;
 mod cluster;
 mod connections;
+mod contract;
 mod crash;
 mod demo;
 mod foundation;

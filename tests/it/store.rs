@@ -1,12 +1,17 @@
 //! The embedded store seen from outside: start-up refusals that name the file and what to do,
-//! readiness, and the cap on revocations.
+//! readiness, the cap on revocations, and a failing disk answered with 503 and leaving nothing
+//! behind.
 
 use std::path::Path;
 
 use serde_json::{Value, json};
 
+use backflow::metrics::Metrics;
+
 use crate::common::process::refused_start;
-use crate::common::{Api, error_body, spawn_app_with};
+use crate::common::{
+    Api, error_body, faults, spawn_app_with, spawn_config, spawn_with_stores, test_config,
+};
 
 const SECRET: &str = "test-secret-that-is-long-enough-for-hs256!";
 
@@ -88,4 +93,51 @@ async fn a_full_revocation_list_refuses_logouts_with_503_and_the_token_stays_val
             .await,
         Some(1.0)
     );
+}
+
+/// The embedded store's settings for `dir`, as a test server has them.
+fn embedded_config(dir: &Path) -> backflow::Config {
+    test_config(dir, &[("JWT_SECRET", SECRET), ("STORE", "embedded")])
+}
+
+#[tokio::test]
+async fn a_failing_store_answers_503_over_http_and_nothing_changes_in_memory_or_in_the_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = embedded_config(dir.path());
+    let metrics = Metrics::new();
+    let (stores, faults) = faults::open_embedded(&config, &metrics).await;
+    let app = spawn_with_stores(config, metrics, stores).await;
+    app.enqueued("kept", 1).await;
+    let token = app.token().await;
+
+    faults.fail();
+    let refused = [
+        app.enqueue("lost?", 0).await,
+        app.dequeue().await,
+        app.logout(&token).await,
+        app.get("/ready").await,
+    ];
+    for response in refused {
+        assert_eq!(response.headers()["retry-after"], "1");
+        error_body(response, 503, "store_unavailable").await;
+    }
+    assert_eq!(app.get("/health").await.status(), 200, "liveness holds");
+    let status = app.queue_status().await;
+    assert_eq!(status["size"], 1);
+    assert_eq!(status["nextTask"]["task"], "kept");
+    assert_eq!(
+        app.protected(&token).await.status(),
+        200,
+        "the refused logout revoked nothing"
+    );
+
+    faults.recover();
+    assert_eq!(app.get("/ready").await.status(), 200);
+    app.enqueued("after", 1).await;
+    app.stop().await;
+
+    // Nor in the file: started again on it, the server holds what it acknowledged, only that.
+    let restarted = spawn_config(embedded_config(dir.path())).await;
+    assert_eq!(restarted.drain_tasks().await, ["kept", "after"]);
+    assert_eq!(restarted.protected(&token).await.status(), 200);
 }

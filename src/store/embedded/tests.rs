@@ -1,33 +1,13 @@
 //! The embedded store on a temporary directory: what a restart reads back, what a purge
-//! removes from the file, and what a failing disk leaves behind (nothing).
-
-use std::sync::atomic::{AtomicBool, Ordering};
+//! removes from the file, and how concurrent writes share commits. What every store promises,
+//! and what a failing disk changes (nothing), is checked on every backend by the contract suite
+//! (`tests/it/contract`).
 
 use futures_util::StreamExt;
-use serde_json::{Value, json};
 
 use super::*;
 use crate::auth::jwt::LEEWAY_SECONDS;
 use crate::queue::{Priority, TaskText};
-
-/// A record that refuses every commit while `failing` is set, as a full or broken disk would.
-struct Faulty {
-    inner: Database,
-    failing: Arc<AtomicBool>,
-}
-
-impl Record for Faulty {
-    fn commit(&mut self, writes: &[Write]) -> Result<Vec<usize>, StoreError> {
-        if self.failing.load(Ordering::SeqCst) {
-            return Err(StoreError::new("disk I/O error (injected)"));
-        }
-        self.inner.commit(writes)
-    }
-
-    fn close(&mut self) {
-        self.inner.close();
-    }
-}
 
 fn config(dir: &std::path::Path) -> Config {
     Config::from_pairs([
@@ -37,18 +17,6 @@ fn config(dir: &std::path::Path) -> Config {
         ("PORT", "0"),
     ])
     .expect("valid config")
-}
-
-async fn open_faulty(dir: &std::path::Path) -> (Stores, Arc<AtomicBool>) {
-    let failing = Arc::new(AtomicBool::new(false));
-    let switch = failing.clone();
-    let stores = open_with(&config(dir), &Metrics::new(), move |inner| Faulty {
-        inner,
-        failing: switch,
-    })
-    .await
-    .expect("the store opens");
-    (stores, failing)
 }
 
 fn task(text: &str, priority: i64) -> QueuedTask {
@@ -155,169 +123,6 @@ async fn expired_revocations_are_purged_from_the_file_too() {
             .await
             .unwrap()
     );
-}
-
-#[tokio::test]
-async fn a_failing_store_refuses_every_change_and_changes_nothing() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (stores, failing) = open_faulty(dir.path()).await;
-    stores
-        .queue
-        .enqueue(task("kept", 1))
-        .await
-        .expect("enqueued");
-    let now = clock::unix_seconds();
-    let expiring = token(now + 5);
-    stores
-        .revocations
-        .revoke(expiring, now)
-        .await
-        .expect("revoked");
-    failing.store(true, Ordering::SeqCst);
-
-    assert!(matches!(
-        stores.queue.enqueue(task("refused", 0)).await,
-        Err(QueueError::Store(_))
-    ));
-    assert!(matches!(
-        stores.queue.dequeue().await,
-        Err(QueueError::Store(_))
-    ));
-    let status = stores.queue.status().await.expect("status");
-    assert_eq!(status.size, 1);
-    assert_eq!(
-        status.next.map(|t| t.task.to_string()).as_deref(),
-        Some("kept")
-    );
-    let refused = token(clock::unix_seconds() + 600);
-    assert!(matches!(
-        stores
-            .revocations
-            .revoke(refused, clock::unix_seconds())
-            .await,
-        Err(RevokeError::Store(_))
-    ));
-    assert!(
-        !stores
-            .revocations
-            .is_revoked(refused.jti, clock::unix_seconds())
-            .await
-            .unwrap()
-    );
-    let past_expiry = now + 5 + LEEWAY_SECONDS + 1;
-    assert!(
-        stores.revocations.purge_expired(past_expiry).await.is_err(),
-        "the purge is not committed"
-    );
-    assert_eq!(
-        stores.revocations.len(),
-        1,
-        "and the index forgets nothing either"
-    );
-    assert!(stores.health.ping().await.is_err());
-
-    failing.store(false, Ordering::SeqCst);
-    assert!(stores.health.ping().await.is_ok());
-    stores
-        .queue
-        .enqueue(task("after", 1))
-        .await
-        .expect("enqueued");
-    stores.health.close().await;
-    let reopened = open(&config(dir.path()), &Metrics::new())
-        .await
-        .expect("reopens");
-    assert_eq!(drain(&reopened).await, ["kept", "after"]);
-    assert!(
-        !reopened
-            .revocations
-            .is_revoked(refused.jti, clock::unix_seconds())
-            .await
-            .unwrap()
-    );
-}
-
-#[tokio::test]
-async fn a_failing_store_answers_503_over_http_and_nothing_changes() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (stores, failing) = open_faulty(dir.path()).await;
-    let app = crate::Application::build_with_stores(config(dir.path()), Metrics::new(), stores)
-        .await
-        .expect("the server builds");
-    let base = format!("http://{}", app.local_addr());
-    let shutdown = app.shutdown();
-    let server = tokio::spawn(app.run());
-    let client = reqwest::Client::new();
-    let post = |path: &str, body: Value| client.post(format!("{base}{path}")).json(&body).send();
-    let get = |path: &str| client.get(format!("{base}{path}")).send();
-
-    let enqueued = post("/enqueue", json!({"task": "kept", "priority": 1}))
-        .await
-        .expect("sent");
-    assert_eq!(enqueued.status(), 200);
-    let login: Value = post(
-        "/login",
-        json!({"username": "admin", "password": "admin123"}),
-    )
-    .await
-    .expect("sent")
-    .json()
-    .await
-    .expect("JSON");
-    let bearer = format!("Bearer {}", login["token"].as_str().expect("a token"));
-    failing.store(true, Ordering::SeqCst);
-
-    let mut refused = vec![
-        post("/enqueue", json!({"task": "lost?", "priority": 0}))
-            .await
-            .expect("sent"),
-        get("/dequeue").await.expect("sent"),
-        client
-            .post(format!("{base}/logout"))
-            .header("authorization", &bearer)
-            .send()
-            .await
-            .expect("sent"),
-        get("/ready").await.expect("sent"),
-    ];
-    for response in refused.drain(..) {
-        assert_eq!(response.status(), 503);
-        assert_eq!(response.headers()["retry-after"], "1");
-        let body: Value = response.json().await.expect("JSON");
-        assert_eq!(body["code"], "store_unavailable", "{body}");
-    }
-    assert_eq!(get("/health").await.expect("sent").status(), 200);
-    let status: Value = get("/queue/status")
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("JSON");
-    assert_eq!(status["size"], 1);
-    assert_eq!(status["nextTask"]["task"], "kept");
-    let protected = client
-        .get(format!("{base}/protected"))
-        .header("authorization", &bearer)
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(
-        protected.status(),
-        200,
-        "the refused logout revoked nothing"
-    );
-
-    failing.store(false, Ordering::SeqCst);
-    assert_eq!(get("/ready").await.expect("sent").status(), 200);
-    let dequeued: Value = get("/dequeue")
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("JSON");
-    assert_eq!(dequeued["task"], "kept");
-    shutdown.trigger();
-    server.await.expect("no panic").expect("stopped cleanly");
 }
 
 #[tokio::test]
