@@ -201,51 +201,6 @@ mod tests {
     }
 
     #[test]
-    fn lower_numbers_leave_first_and_equal_priorities_in_arrival_order() {
-        let heap = TaskHeap::new(10);
-        for (text, priority) in [
-            ("c1", 3),
-            ("a1", 1),
-            ("c2", 3),
-            ("b", 2),
-            ("a2", 1),
-            ("neg", -5),
-        ] {
-            heap.push(task(text, priority)).expect("room");
-        }
-        assert_eq!(drain(&heap), ["neg", "a1", "a2", "b", "c1", "c2"]);
-        assert!(heap.pop().is_none());
-    }
-
-    #[test]
-    fn sizes_are_reported_after_each_operation() {
-        let heap = TaskHeap::new(10);
-        assert_eq!(heap.push(task("a", 1)), Ok(1));
-        assert_eq!(heap.push(task("b", 0)), Ok(2));
-        let status = heap.peek();
-        assert_eq!(status.size, 2);
-        assert_eq!(
-            status.next.map(|t| t.task.to_string()).as_deref(),
-            Some("b")
-        );
-        assert_eq!(heap.pop().map(|(_, size)| size), Some(1));
-        assert_eq!(heap.len(), 1);
-    }
-
-    #[test]
-    fn a_full_heap_refuses_until_a_task_leaves() {
-        let heap = TaskHeap::new(2);
-        heap.push(task("a", 1)).unwrap();
-        heap.push(task("b", 1)).unwrap();
-        assert_eq!(
-            heap.push(task("c", 0)),
-            Err(QueueError::Full { capacity: 2 })
-        );
-        heap.pop().unwrap();
-        assert_eq!(heap.push(task("c", 0)), Ok(2));
-    }
-
-    #[test]
     fn reserved_slots_count_against_the_cap_and_stay_invisible_until_filled() {
         let heap = TaskHeap::new(2);
         let first = heap.reserve().expect("room");
