@@ -363,10 +363,12 @@ async fn the_relay_fills_gaps_from_the_stream_and_announces_what_it_lost() {
 async fn a_redis_outage_answers_503_at_once_and_everything_recovers_by_itself() {
     let redis = RedisServer::start_with(Persistence::AppendOnly).await;
     let mut cluster = Cluster::start_on(redis, 2, &[]).await;
-    let token = cluster[0].token().await;
+    // Opened first, so the login's event and the enqueue's are both live for it, in order.
     let mut stream = notifications(&cluster[1], None).await;
+    let token = cluster[0].token().await;
     cluster[0].enqueued("before", 1).await;
-    stream.numbered(1).await;
+    let before = stream.numbered(2).await;
+    assert!(before[1].1.contains(r#""task":"before""#), "{before:?}");
 
     cluster.redis.kill();
     for (path, token) in [
