@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Real-browser end-to-end test of the demo page.
 #
-# Builds the server (debug: quicker to build than release, and fast enough for this), starts it
-# on a free loopback port with a throw-away data directory and 200 ms notifications, runs
-# demo.e2e.mjs in headless Chromium against it, then stops it with SIGTERM. Exits non-zero when a
-# check fails or the server does not stop cleanly. Needs `bash e2e/install.sh` once.
+# Builds the server (debug: quicker to build than release, and fast enough for this) unless
+# BACKFLOW_BIN names a binary already built, starts it on a free loopback port with a throw-away
+# data directory and 200 ms notifications, runs demo.e2e.mjs in headless Chromium against it,
+# then stops it with SIGTERM. Exits non-zero when a check fails or the server does not stop
+# cleanly. Needs `bash e2e/install.sh` once.
 #
 #   bash e2e/run.sh
 #   UPDATE_DOCS_SCREENSHOT=1 bash e2e/run.sh   # also copies the screenshot to docs/demo.png
@@ -26,9 +27,15 @@ if [[ ! -x "$chromium" ]]; then
   exit 1
 fi
 
-echo "== e2e: building the server"
-(cd "$root" && cargo build --locked --bin backflow)
-binary="${CARGO_TARGET_DIR:-$root/target}/debug/backflow"
+# BACKFLOW_BIN: a server binary already built (scripts/test passes the one `cargo test` built,
+# which `cargo build` would build again: dev-dependencies change the features of shared crates).
+if [[ -n "${BACKFLOW_BIN:-}" && -x "${BACKFLOW_BIN}" ]]; then
+  binary="$BACKFLOW_BIN"
+else
+  echo "== e2e: building the server"
+  (cd "$root" && cargo build --locked --bin backflow)
+  binary="${CARGO_TARGET_DIR:-$root/target}/debug/backflow"
+fi
 
 port="$(node -e 'const s = require("node:net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });')"
 url="http://127.0.0.1:$port"
