@@ -20,7 +20,7 @@ use crate::error::ApiError;
 use crate::events::{self, EventBus, SubscriberLimit};
 use crate::metrics::Metrics;
 use crate::openapi::ApiDocument;
-use crate::queue::TaskQueue;
+use crate::queue::{self, TaskQueue};
 use crate::shutdown::Shutdown;
 use crate::store::{self, StoreHealth, Stores};
 use crate::{middleware, routes, telemetry};
@@ -133,7 +133,17 @@ impl AppState {
             events.clone(),
         ));
         tasks.spawn(auth::run_sweeper(auth.clone(), shutdown.clone()));
-        let queue = TaskQueue::new(queue, events.clone());
+        let queue = TaskQueue::new(
+            queue,
+            events.clone(),
+            config.queue.defaults(),
+            shutdown.clone(),
+        );
+        tasks.spawn(queue::run_reaper(
+            queue.clone(),
+            config.queue.reap_interval,
+            shutdown.clone(),
+        ));
         let compute = ComputePool::from_config(&config).map_err(|err| StartupError::Component {
             component: "compute pool",
             message: err.to_string(),

@@ -100,6 +100,23 @@ pub enum ApiError {
         /// When the client may try again.
         retry_after: Duration,
     },
+    /// The request conflicts with the resource's state (a lost lease, a key in flight).
+    #[error("{message}")]
+    Conflict {
+        /// Machine-readable code, e.g. `lease_lost`.
+        code: &'static str,
+        /// Human message.
+        message: &'static str,
+    },
+    /// Well-formed, but it cannot be done as asked (an idempotency key reused with another
+    /// body).
+    #[error("{message}")]
+    Unprocessable {
+        /// Machine-readable code.
+        code: &'static str,
+        /// Human message.
+        message: &'static str,
+    },
     /// A resource that is legitimately absent (e.g. `Queue is empty`).
     #[error("{message}")]
     NotFound {
@@ -166,6 +183,8 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::RouteNotFound | Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::InvalidJson(_)
             | Self::InvalidInput { .. }
@@ -193,6 +212,8 @@ impl ApiError {
             Self::BadRequest { code, .. }
             | Self::MissingField { code, .. }
             | Self::Unavailable { code, .. }
+            | Self::Conflict { code, .. }
+            | Self::Unprocessable { code, .. }
             | Self::NotFound { code, .. } => code,
             Self::Unauthorized(AuthFailure::MissingToken) => "token_required",
             Self::Unauthorized(AuthFailure::InvalidToken) => "invalid_token",

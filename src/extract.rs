@@ -54,6 +54,38 @@ where
     }
 }
 
+/// A JSON body that may be left out: an empty body (with or without a content type) reads as
+/// `T::default()`; any other body is read as [`ApiJson`] reads it. For requests whose every
+/// member is optional, so `curl -X POST` works without `-d '{}'`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OptionalJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for OptionalJson<T>
+where
+    T: DeserializeOwned + Default,
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(is_json_content_type);
+        let limit = AppState::from_ref(state).config.server.body_limit_bytes;
+        let body = read_body(req.into_body(), limit).await?;
+        if body.is_empty() {
+            return Ok(Self(T::default()));
+        }
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        parse_json(&body).map(Self)
+    }
+}
+
 /// Reads a whole request body, refusing one of more than `limit` bytes with a 413.
 ///
 /// This is where `BODY_LIMIT_BYTES` is enforced: every body the API reads is read here (through

@@ -112,14 +112,20 @@ fn cors_for(origins: &CorsOrigins) -> CorsLayer {
 fn cors_layer(allow_origin: AllowOrigin) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(allow_origin)
-        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             HeaderName::from_static("last-event-id"),
             REQUEST_ID,
+            HeaderName::from_static("idempotency-key"),
         ])
-        .expose_headers([REQUEST_ID, header::RETRY_AFTER, header::WWW_AUTHENTICATE])
+        .expose_headers([
+            REQUEST_ID,
+            header::RETRY_AFTER,
+            header::WWW_AUTHENTICATE,
+            HeaderName::from_static("idempotent-replayed"),
+        ])
         .max_age(std::time::Duration::from_secs(600))
 }
 

@@ -11,7 +11,13 @@
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use std::collections::BTreeMap;
+
+use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::response::{Response as ApiResponse, ResponseBuilder};
+use utoipa::openapi::schema::Ref;
 use utoipa::openapi::schema::{Object, ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi, RefOr};
@@ -113,6 +119,51 @@ pub fn integer_parameter(minimum: u64, maximum: Option<u64>, default: u64) -> Ob
         .maximum(maximum)
         .default(Some(default.into()))
         .build()
+}
+
+/// Schema of an integer member of a request body, from the bounds its parser uses.
+pub fn integer_member(
+    description: &str,
+    minimum: u64,
+    maximum: u64,
+    default: Option<u64>,
+) -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .description(Some(description))
+        .minimum(Some(minimum))
+        .maximum(Some(maximum))
+        .default(default.map(Into::into))
+        .examples([default.unwrap_or(minimum)])
+        .build()
+}
+
+/// Error responses, by status and description, each with the `ErrorBody` schema; a 429 or 503
+/// also documents its `Retry-After` header. For routes that share a set of refusals.
+pub fn error_responses(refusals: &[(u16, &str)]) -> BTreeMap<String, RefOr<ApiResponse>> {
+    refusals
+        .iter()
+        .map(|&(status, description)| {
+            let mut response = ResponseBuilder::new().description(description).content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            );
+            if matches!(status, 429 | 503) {
+                response = response.header(
+                    "Retry-After",
+                    HeaderBuilder::new()
+                        .schema(Some(
+                            ObjectBuilder::new().schema_type(Type::Integer).build(),
+                        ))
+                        .description(Some("Seconds to wait before retrying"))
+                        .build(),
+                );
+            }
+            (status.to_string(), RefOr::T(response.build()))
+        })
+        .collect()
 }
 
 /// Schema of an optional query parameter that takes one of a few names.

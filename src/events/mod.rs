@@ -216,6 +216,18 @@ pub trait EventBus: Send + Sync + 'static {
     /// Publishes `event` to every subscriber; returns its id.
     fn publish(&self, event: NewEvent) -> BoxFuture<'_, Result<u64, StoreError>>;
 
+    /// Publishes `events` in order, with consecutive ids; returns the last id. A networked bus
+    /// publishes them in one round trip.
+    fn publish_all(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let mut last = 0;
+            for event in events {
+                last = self.publish(event).await?;
+            }
+            Ok(last)
+        })
+    }
+
     /// Subscribes; with `last_event_id`, first replays the retained events after it.
     fn subscribe(
         &self,
@@ -228,6 +240,13 @@ pub trait EventBus: Send + Sync + 'static {
 pub async fn announce(bus: &dyn EventBus, event: NewEvent) {
     if let Err(err) = bus.publish(event).await {
         tracing::warn!(%err, "an application event could not be published");
+    }
+}
+
+/// Publishes `events`, in order, for changes that are already made (see [`announce`]).
+pub async fn announce_all(bus: &dyn EventBus, events: Vec<NewEvent>) {
+    if let Err(err) = bus.publish_all(events).await {
+        tracing::warn!(%err, "application events could not be published");
     }
 }
 

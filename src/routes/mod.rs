@@ -14,6 +14,8 @@ use crate::openapi;
 
 pub mod auth;
 pub mod demo;
+pub mod fields;
+pub mod leases;
 pub mod notifications;
 pub mod ops;
 pub mod queue;
@@ -30,6 +32,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(ops::router())
         .merge(auth::router())
         .merge(queue::router())
+        .merge(leases::router())
         .merge(stream::router())
         .merge(notifications::router())
         .merge(tasks::router())

@@ -103,9 +103,10 @@ struct NotificationData {
     /// `{"message":"Connected to notification stream"}`.
     #[schema(example = "Task enqueued: Process payment")]
     message: String,
-    /// The application event: `queue.enqueued`, `queue.dequeued`, `auth.login`, `auth.logout`,
-    /// or `stream.lagged` when this client fell behind and events were skipped. Absent on
-    /// periodic notifications.
+    /// The application event: `queue.enqueued`, `queue.dequeued`, `queue.leased`,
+    /// `queue.acked`, `queue.retried`, `queue.expired`, `queue.dead`, `queue.deleted`,
+    /// `auth.login`, `auth.logout`, or `stream.lagged` when this client fell behind and events
+    /// were skipped. Absent on periodic notifications.
     #[schema(nullable = false, example = "queue.enqueued")]
     event: Option<String>,
     /// Queue events: the task's id.
@@ -117,9 +118,28 @@ struct NotificationData {
     /// Queue events: the task's priority.
     #[schema(nullable = false)]
     priority: Option<i64>,
-    /// Queue events: tasks in the queue afterwards.
+    /// `queue.enqueued` and `queue.dequeued`: tasks available afterwards.
     #[schema(nullable = false)]
     queue_size: Option<u64>,
+    /// `queue.enqueued`: `queued`, or `delayed` until `availableAt`.
+    #[schema(nullable = false)]
+    state: Option<String>,
+    /// `queue.enqueued` (delayed) and `queue.retried`: when the task is available, in ms since
+    /// the epoch.
+    #[schema(nullable = false)]
+    available_at: Option<u64>,
+    /// Delivery events: the delivery's number, from 1 (0 for a dead letter retried).
+    #[schema(nullable = false)]
+    attempt: Option<u32>,
+    /// `queue.leased`: deliveries allowed.
+    #[schema(nullable = false)]
+    max_attempts: Option<u32>,
+    /// `queue.leased`: when the lease runs out, in ms since the epoch.
+    #[schema(nullable = false)]
+    lease_expires_at: Option<u64>,
+    /// `queue.retried`: `nack` or `dead_letter`; `queue.dead`: `nack` or `expired`.
+    #[schema(nullable = false)]
+    cause: Option<String>,
     /// Authentication events: who logged in or out.
     #[schema(nullable = false)]
     username: Option<String>,

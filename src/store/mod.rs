@@ -130,7 +130,7 @@ pub async fn open(config: &Config, metrics: &Metrics) -> Result<Stores, OpenErro
 /// The stores of `STORE=memory`.
 pub fn memory(config: &Config) -> Stores {
     Stores {
-        queue: Arc::new(MemoryQueue::new(config.queue.capacity)),
+        queue: Arc::new(MemoryQueue::new(config.queue.settings())),
         revocations: Arc::new(MemoryRevocations::new(config.auth.revocation_list_max)),
         events: local_events(config),
         notifier: Arc::new(Alone),

@@ -180,7 +180,7 @@ async fn cors_headers_answer_browsers_and_vary_keeps_caches_right() {
             .to_str()
             .unwrap()
             .to_lowercase(),
-        "x-request-id,retry-after,www-authenticate"
+        "x-request-id,retry-after,www-authenticate,idempotent-replayed"
     );
     assert_eq!(from_browser.headers()["vary"], "origin");
     // Not from a browser: no CORS headers, but the same Vary, so a cache keeps the two apart.

@@ -117,13 +117,14 @@ async fn status_shows_the_size_and_the_next_task() {
     let app = spawn_app().await;
     assert_eq!(
         app.queue_status().await,
-        json!({"size": 0, "isEmpty": true, "nextTask": null})
+        json!({"size": 0, "isEmpty": true, "nextTask": null, "delayed": 0, "leased": 0, "dead": 0})
     );
     app.enqueued("later", 5).await;
     app.enqueued("sooner", 1).await;
     assert_eq!(
         app.queue_status().await,
-        json!({"size": 2, "isEmpty": false, "nextTask": {"task": "sooner", "priority": 1}})
+        json!({"size": 2, "isEmpty": false, "nextTask": {"task": "sooner", "priority": 1},
+            "delayed": 0, "leased": 0, "dead": 0})
     );
     assert_eq!(
         app.queue_status().await["size"],

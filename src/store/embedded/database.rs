@@ -1,5 +1,6 @@
-//! The SQLite file of the embedded store: opening it, its schema, reading it back at start-up,
-//! and the writes the journal commits.
+//! The SQLite file of the embedded store: opening it, its schema and their migrations, reading
+//! it back at start-up, and committing the journal's writes (the rows themselves are in
+//! `rows.rs`).
 //!
 //! The file is `DATA_DIR/backflow.db` in WAL mode. `synchronous=NORMAL` (the default) makes a
 //! commit a write of the WAL to the operating system, which survives a crash of the process;
@@ -10,14 +11,13 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior, params};
-use uuid::Uuid;
+use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 
-use super::Write;
 use super::journal::Record;
+use super::{Write, rows};
 use crate::auth::RevokedToken;
 use crate::fault::StoreError;
-use crate::queue::{Entry, Priority, QueuedTask, TaskText};
+use crate::queue::index::Snapshot;
 
 /// Name of the database file in `DATA_DIR`.
 pub const DATABASE_FILE: &str = "backflow.db";
@@ -25,14 +25,12 @@ pub const DATABASE_FILE: &str = "backflow.db";
 /// `PRAGMA application_id` of a BackFlow store ("BFLW").
 const APPLICATION_ID: i32 = 0x4246_4c57;
 
-/// `PRAGMA user_version` of the schema below.
-const SCHEMA_VERSION: i32 = 1;
-
-/// How long a statement waits for a lock held by another connection (a backup tool, say).
-const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-const SCHEMA: &str = "
-    -- The queue. `seq` is the arrival order: the heap is rebuilt ordered by (priority, seq).
+/// The schema, one step per version: a new file runs them all, an older one the steps it
+/// lacks, each in the transaction that also sets `user_version` to its number.
+const MIGRATIONS: [&str; 2] = [
+    // 1: the queue in arrival order, the revocations, the readiness probe's row.
+    "
+    -- `seq` is the arrival order: a task's place among equal priorities, kept for its life.
     CREATE TABLE tasks (
         seq            INTEGER PRIMARY KEY,
         id             BLOB    NOT NULL,
@@ -51,7 +49,40 @@ const SCHEMA: &str = "
         id         INTEGER PRIMARY KEY CHECK (id = 1),
         checked_ms INTEGER NOT NULL
     );
-";
+    ",
+    // 2: reliable delivery: each task's state and deliveries, acknowledgements remembered
+    // until their lease would have run out, idempotency keys with their first answer.
+    "
+    -- state: 0 queued, 1 delayed (until at_ms), 2 leased (by lease_id until at_ms), 3 dead
+    -- (since at_ms). A task of version 1 is queued and gets the default of 5 attempts.
+    ALTER TABLE tasks ADD COLUMN max_attempts INTEGER NOT NULL DEFAULT 5;
+    ALTER TABLE tasks ADD COLUMN attempt      INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tasks ADD COLUMN state        INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tasks ADD COLUMN at_ms        INTEGER;
+    ALTER TABLE tasks ADD COLUMN lease_id     BLOB;
+    ALTER TABLE tasks ADD COLUMN last_error   TEXT;
+    CREATE TABLE acked (
+        id       BLOB    PRIMARY KEY,
+        lease_id BLOB    NOT NULL,
+        until_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX acked_by_end ON acked (until_ms);
+    CREATE TABLE idempotency (
+        key         TEXT    PRIMARY KEY,
+        fingerprint BLOB    NOT NULL,
+        answer      TEXT    NOT NULL,
+        expires_ms  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX idempotency_by_end ON idempotency (expires_ms);
+    DROP TABLE IF EXISTS imports;
+    ",
+];
+
+/// `PRAGMA user_version` of a file with every migration applied.
+const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
+
+/// How long a statement waits for a lock held by another connection (a backup tool, say).
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why the store could not be opened: one line naming the file and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -106,8 +137,8 @@ fn at(path: &Path) -> impl Fn(rusqlite::Error) -> OpenError + Copy + '_ {
 /// What the file holds, read at start-up.
 #[derive(Debug, Default)]
 pub struct Contents {
-    /// Every queued task with its arrival number, in no particular order.
-    pub tasks: Vec<Entry>,
+    /// Every task in every state, acknowledgements and idempotency keys, in no particular order.
+    pub queue: Snapshot,
     /// Revocations still in force.
     pub revocations: Vec<RevokedToken>,
 }
@@ -181,92 +212,56 @@ impl Database {
                 "run the newer server, or restore a backup made by this version",
             ));
         }
-        if version == SCHEMA_VERSION {
-            return Ok(());
-        }
         let sqlite = at(&self.path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sqlite)?;
-        let has_tables: bool = tx
-            .query_row("SELECT count(*) > 0 FROM sqlite_schema", [], |row| {
-                row.get(0)
-            })
-            .map_err(sqlite)?;
-        if has_tables {
-            return Err(OpenError::new(
-                &self.path,
-                "the file is an SQLite database of another application",
-                MOVE_IT_AWAY,
-            ));
+        if version == 0 {
+            let has_tables: bool = self
+                .conn
+                .query_row("SELECT count(*) > 0 FROM sqlite_schema", [], |row| {
+                    row.get(0)
+                })
+                .map_err(sqlite)?;
+            if has_tables {
+                return Err(OpenError::new(
+                    &self.path,
+                    "the file is an SQLite database of another application",
+                    MOVE_IT_AWAY,
+                ));
+            }
         }
-        tx.execute_batch(SCHEMA).map_err(sqlite)?;
-        tx.pragma_update(None, "application_id", APPLICATION_ID)
-            .map_err(sqlite)?;
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .map_err(sqlite)?;
-        tx.commit().map_err(sqlite)
+        for (step, migration) in (1..)
+            .zip(MIGRATIONS)
+            .skip(usize::try_from(version).unwrap_or(0))
+        {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sqlite)?;
+            tx.execute_batch(migration).map_err(sqlite)?;
+            tx.pragma_update(None, "application_id", APPLICATION_ID)
+                .map_err(sqlite)?;
+            tx.pragma_update(None, "user_version", step)
+                .map_err(sqlite)?;
+            tx.commit().map_err(sqlite)?;
+        }
+        Ok(())
     }
 
-    /// Forgets revocations that expired before `purge_before`, then reads everything back.
-    /// A row that breaks the API's rules means the file was damaged or edited by hand.
+    /// Forgets revocations whose token expired before `purge_before` (Unix seconds), then
+    /// reads everything back. A row that breaks the API's rules means the file was damaged or
+    /// edited by hand: the start-up stops, naming the file.
     pub fn load(&mut self, purge_before: u64) -> Result<Contents, OpenError> {
         let sqlite = at(&self.path);
         self.conn
             .execute(
                 "DELETE FROM revocations WHERE exp < ?1",
-                [to_sql_int(purge_before)],
+                [rows::to_sql_int(purge_before)],
             )
             .map_err(sqlite)?;
-        let mut contents = Contents::default();
-        let mut tasks = self
-            .conn
-            .prepare("SELECT seq, id, task, priority, enqueued_at_ms FROM tasks")
-            .map_err(sqlite)?;
-        let mut rows = tasks.query([]).map_err(sqlite)?;
-        while let Some(row) = rows.next().map_err(sqlite)? {
-            let seq: i64 = row.get(0).map_err(sqlite)?;
-            let entry = (|| -> Result<Entry, String> {
-                let id: [u8; 16] = row.get(1).map_err(|e| e.to_string())?;
-                let text: String = row.get(2).map_err(|e| e.to_string())?;
-                let priority: i64 = row.get(3).map_err(|e| e.to_string())?;
-                let enqueued_at_ms: i64 = row.get(4).map_err(|e| e.to_string())?;
-                Ok(Entry {
-                    seq: u64::try_from(seq).map_err(|e| e.to_string())?,
-                    task: QueuedTask {
-                        id: Uuid::from_bytes(id),
-                        task: TaskText::parse(text).map_err(|e| e.to_string())?,
-                        priority: Priority::new(priority).map_err(|e| e.to_string())?,
-                        enqueued_at_ms: u64::try_from(enqueued_at_ms).map_err(|e| e.to_string())?,
-                    },
-                })
-            })()
-            .map_err(|reason| {
-                OpenError::new(
-                    &self.path,
-                    format!("task {seq} is invalid: {reason}"),
-                    MOVE_IT_AWAY,
-                )
-            })?;
-            contents.tasks.push(entry);
-        }
-        drop(rows);
-        drop(tasks);
-        let mut revocations = self
-            .conn
-            .prepare("SELECT jti, exp FROM revocations")
-            .map_err(sqlite)?;
-        let mut rows = revocations.query([]).map_err(sqlite)?;
-        while let Some(row) = rows.next().map_err(sqlite)? {
-            let jti: [u8; 16] = row.get(0).map_err(sqlite)?;
-            let exp: i64 = row.get(1).map_err(sqlite)?;
-            contents.revocations.push(RevokedToken {
-                jti: Uuid::from_bytes(jti),
-                exp: u64::try_from(exp).unwrap_or_default(),
-            });
-        }
-        Ok(contents)
+        let damaged = |reason: String| OpenError::new(&self.path, reason, MOVE_IT_AWAY);
+        Ok(Contents {
+            queue: rows::read_queue(&self.conn, sqlite, damaged)?,
+            revocations: rows::read_revocations(&self.conn).map_err(sqlite)?,
+        })
     }
 }
 
@@ -298,50 +293,17 @@ impl Record for Database {
 
 fn apply(tx: &rusqlite::Transaction<'_>, write: &Write) -> rusqlite::Result<usize> {
     match write {
-        Write::InsertTask { seq, task } => insert_task(tx, to_sql_int(*seq), task),
-        Write::DeleteTask { seq } => tx
-            .prepare_cached("DELETE FROM tasks WHERE seq = ?1")?
-            .execute([to_sql_int(*seq)]),
-        Write::Revoke(token) => insert_revocation(tx, token),
+        Write::Queue(plan) => rows::write_plan(tx, plan),
+        Write::ForgetAcknowledgements { before_ms } => rows::forget_before(tx, *before_ms),
+        Write::Revoke(token) => rows::insert_revocation(tx, token),
         Write::PurgeRevocations { before } => tx
             .prepare_cached("DELETE FROM revocations WHERE exp < ?1")?
-            .execute([to_sql_int(*before)]),
+            .execute([rows::to_sql_int(*before)]),
         Write::Touch { at_ms } => tx
             .prepare_cached(
                 "INSERT INTO readiness (id, checked_ms) VALUES (1, ?1)
                  ON CONFLICT (id) DO UPDATE SET checked_ms = excluded.checked_ms",
             )?
-            .execute([to_sql_int(*at_ms)]),
+            .execute([rows::to_sql_int(*at_ms)]),
     }
-}
-
-fn insert_task(
-    tx: &rusqlite::Transaction<'_>,
-    seq: i64,
-    task: &QueuedTask,
-) -> rusqlite::Result<usize> {
-    tx.prepare_cached(
-        "INSERT INTO tasks (seq, id, task, priority, enqueued_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![
-        seq,
-        task.id.as_bytes(),
-        task.task.as_str(),
-        task.priority.get(),
-        to_sql_int(task.enqueued_at_ms),
-    ])
-}
-
-fn insert_revocation(
-    tx: &rusqlite::Transaction<'_>,
-    token: &RevokedToken,
-) -> rusqlite::Result<usize> {
-    tx.prepare_cached("INSERT OR IGNORE INTO revocations (jti, exp) VALUES (?1, ?2)")?
-        .execute(params![token.jti.as_bytes(), to_sql_int(token.exp)])
-}
-
-/// SQLite integers are signed 64-bit; every value stored here (arrival numbers, Unix times)
-/// is far below `i64::MAX`, and a larger one is clamped rather than wrapped.
-fn to_sql_int(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
 }

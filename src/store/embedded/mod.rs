@@ -1,19 +1,24 @@
 //! `STORE=embedded`: the queue and the revocation list recorded in SQLite, so that what was
 //! acknowledged survives a crash of the process (and, with `FSYNC_COMMITS`, of the machine).
 //!
-//! The in-memory indexes still answer every read: the [`TaskHeap`] serves dequeues and the
-//! status, the [`RevocationIndex`] serves each token check, so reads never touch the disk. The
-//! database is the record they are rebuilt from at start-up. Every change goes through the
-//! [`Journal`], the one writer thread, and is applied to the index only after its commit (see
-//! [`TaskHeap`] for how a dequeue reserves its task meanwhile), so a client is never answered
-//! with something a crash could take back, and a failed commit changes nothing. Events stay in
-//! the process: a restart begins a new sequence of ids, which reconnecting clients detect.
+//! The in-memory indexes still answer every read: the queue's
+//! [`QueueIndex`](crate::queue::index::QueueIndex) serves dequeues, leases and the status, the
+//! [`RevocationIndex`] serves each token check, so reads never touch the disk. The database is
+//! the record they are rebuilt from at start-up. Every change goes through the [`Journal`], the
+//! one writer thread, and is applied to the index only after its commit (the index keeps the
+//! tasks a change is pending for out of everyone's reach meanwhile), so a client is never
+//! answered with something a crash could take back, and a failed commit changes nothing.
+//! Events stay in the process: a restart begins a new sequence of ids, which reconnecting
+//! clients detect.
 //!
-//! Layout: [`database`] (the file, its schema, reading it back), [`journal`] (the writer thread
-//! and group commit).
+//! Layout: [`database`] (the file, its schema, reading it back), [`rows`] (the SQL of each
+//! record), [`journal`] (the writer thread and group commit), [`queue`] (the queue over the
+//! index and the journal).
 
 pub mod database;
 pub mod journal;
+pub mod queue;
+pub mod rows;
 
 use std::sync::Arc;
 
@@ -28,9 +33,7 @@ use crate::config::Config;
 use crate::events::Alone;
 use crate::fault::StoreError;
 use crate::metrics::Metrics;
-use crate::queue::{
-    Dequeued, Enqueued, Entry, QueueError, QueueStatus, QueueStore, QueuedTask, TaskHeap,
-};
+use crate::queue::index::{Plan, QueueIndex};
 use crate::store::{self, StoreHealth, Stores};
 use database::{Database, MAKE_IT_WRITABLE, OpenError};
 use journal::{Journal, Record};
@@ -38,16 +41,13 @@ use journal::{Journal, Record};
 /// One change for the journal to commit.
 #[derive(Debug, Clone)]
 pub enum Write {
-    /// A task enters the queue with its arrival number.
-    InsertTask {
-        /// Arrival number.
-        seq: u64,
-        task: QueuedTask,
-    },
-    /// A task leaves the queue.
-    DeleteTask {
-        /// Its arrival number.
-        seq: u64,
+    /// A change of the queue's index: tasks written or deleted, acknowledgements and an
+    /// idempotency key remembered.
+    Queue(Plan),
+    /// Acknowledgements and idempotency keys that expired before `before_ms` are forgotten.
+    ForgetAcknowledgements {
+        /// Milliseconds since the Unix epoch.
+        before_ms: u64,
     },
     /// A token is revoked until its `exp`.
     Revoke(RevokedToken),
@@ -85,25 +85,27 @@ pub async fn open_with<R: Record>(
     })
     .await
     .map_err(|err| OpenError::new(&config.store.data_dir, err, MAKE_IT_WRITABLE))??;
+    let tasks = contents.queue.tasks.len();
     tracing::info!(
         path = %db.path().display(),
-        tasks = contents.tasks.len(),
+        tasks,
         revocations = contents.revocations.len(),
         fsync_commits = fsync,
         "embedded store opened"
     );
-    if contents.tasks.len() > config.queue.capacity {
+    if tasks > config.queue.capacity {
         tracing::warn!(
-            tasks = contents.tasks.len(),
+            tasks,
             capacity = config.queue.capacity,
             "the store holds more tasks than QUEUE_CAPACITY; all kept, enqueues refused until it drains"
         );
     }
     let path = db.path().to_path_buf();
-    let heap = Arc::new(TaskHeap::from_entries(
-        config.queue.capacity,
-        contents.tasks,
-    ));
+    let queue = QueueIndex::from_snapshot(
+        config.queue.settings(),
+        contents.queue,
+        clock::unix_millis(),
+    );
     let index = Arc::new(RevocationIndex::from_entries(
         config.auth.revocation_list_max,
         contents.revocations,
@@ -112,10 +114,10 @@ pub async fn open_with<R: Record>(
     let journal = Journal::start(wrap(db), metrics)
         .map_err(|err| OpenError::new(&path, err, MAKE_IT_WRITABLE))?;
     Ok(Stores {
-        queue: Arc::new(EmbeddedQueue {
-            heap,
-            journal: journal.clone(),
-        }),
+        queue: Arc::new(queue::EmbeddedQueue::with_recorder(
+            queue,
+            queue::JournalRecorder::new(journal.clone()),
+        )),
         revocations: Arc::new(EmbeddedRevocations {
             index,
             journal: journal.clone(),
@@ -125,72 +127,6 @@ pub async fn open_with<R: Record>(
         login_failures: store::local_login_failures(config),
         health: Arc::new(EmbeddedHealth { journal }),
     })
-}
-
-/// The queue: the heap answers, the journal records.
-#[derive(Debug)]
-pub struct EmbeddedQueue {
-    heap: Arc<TaskHeap>,
-    journal: Journal,
-}
-
-impl QueueStore for EmbeddedQueue {
-    fn enqueue(&self, task: QueuedTask) -> BoxFuture<'_, Result<Enqueued, QueueError>> {
-        let seq = match self.heap.reserve() {
-            Ok(seq) => seq,
-            Err(err) => return Box::pin(future::ready(Err(err))),
-        };
-        let heap = Arc::clone(&self.heap);
-        let entry = Entry {
-            seq,
-            task: task.clone(),
-        };
-        let committed = self.journal.commit(
-            Write::InsertTask {
-                seq,
-                task: task.clone(),
-            },
-            move |result| match result {
-                Ok(_) => Ok(heap.fill(entry)),
-                Err(err) => {
-                    heap.release();
-                    Err(err)
-                }
-            },
-        );
-        Box::pin(async move {
-            let queue_size = committed.await?;
-            Ok(Enqueued { task, queue_size })
-        })
-    }
-
-    fn dequeue(&self) -> BoxFuture<'_, Result<Option<Dequeued>, QueueError>> {
-        let Some((entry, queue_size)) = self.heap.pop() else {
-            return Box::pin(future::ready(Ok(None)));
-        };
-        let heap = Arc::clone(&self.heap);
-        let task = entry.task.clone();
-        let committed = self
-            .journal
-            .commit(Write::DeleteTask { seq: entry.seq }, move |result| {
-                if result.is_err() {
-                    heap.put_back(entry);
-                }
-                result
-            });
-        Box::pin(async move {
-            committed.await?;
-            Ok(Some(Dequeued { task, queue_size }))
-        })
-    }
-
-    fn status(&self) -> BoxFuture<'_, Result<QueueStatus, QueueError>> {
-        Box::pin(future::ready(Ok(self.heap.peek())))
-    }
-
-    fn size(&self) -> usize {
-        self.heap.len()
-    }
 }
 
 /// The revocation list: the index answers, the journal records.

@@ -7,7 +7,8 @@ use futures_util::StreamExt;
 
 use super::*;
 use crate::auth::jwt::LEEWAY_SECONDS;
-use crate::queue::{Priority, TaskText};
+use crate::queue::limits::{Delay, MaxAttempts};
+use crate::queue::{NewTask, Priority, QueuedTask, TaskText};
 
 fn config(dir: &std::path::Path) -> Config {
     Config::from_pairs([
@@ -19,16 +20,21 @@ fn config(dir: &std::path::Path) -> Config {
     .expect("valid config")
 }
 
-fn task(text: &str, priority: i64) -> QueuedTask {
-    QueuedTask::new(
-        TaskText::parse(text.to_owned()).expect("valid text"),
-        Priority::new(priority).expect("valid priority"),
-    )
+fn task(text: &str, priority: i64) -> NewTask {
+    NewTask {
+        task: QueuedTask::new(
+            TaskText::parse(text.to_owned()).expect("valid text"),
+            Priority::new(priority).expect("valid priority"),
+        ),
+        delay: Delay::NONE,
+        max_attempts: MaxAttempts::new(5).expect("in range"),
+        key: None,
+    }
 }
 
 async fn drain(stores: &Stores) -> Vec<String> {
     let mut texts = Vec::new();
-    while let Some(out) = stores.queue.dequeue().await.expect("dequeued") {
+    while let Some(out) = stores.queue.dequeue().await.expect("dequeued").answer {
         texts.push(out.task.task.to_string());
     }
     texts
@@ -59,6 +65,7 @@ async fn a_restart_rebuilds_the_queue_in_order_and_the_revocations() {
         .dequeue()
         .await
         .expect("dequeued")
+        .answer
         .expect("a task");
     assert_eq!(first.task.task.as_str(), "a");
     let revoked = token(clock::unix_seconds() + 600);

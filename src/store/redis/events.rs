@@ -38,9 +38,10 @@ use crate::clock;
 use crate::events::{Delivery, Event, EventBus, LIVE_BUFFER, NewEvent, Subscription};
 use crate::fault::StoreError;
 use crate::metrics::Metrics;
+use crate::queue::Wakeups;
 
-/// KEYS: id counter, stream. ARGV: members, timestamp, stream length (0: keep none), channel.
-/// Returns the event's id.
+/// KEYS: id counter, stream. ARGV: timestamp, stream length (0: keep none), channel, then the
+/// members of each event. Returns the last event's id.
 const PUBLISH: &str = include_str!("lua/publish.lua");
 
 /// Delays between attempts to subscribe again while Redis is unreachable.
@@ -58,11 +59,13 @@ pub struct RedisEventBus {
 }
 
 impl RedisEventBus {
-    /// Starts the relay (until `stop`) and returns the bus.
+    /// Starts the relay (until `stop`), which also wakes `wakeups` when a task becomes
+    /// available on any instance, and returns the bus.
     pub(super) fn start(
         redis: Redis,
         retained: usize,
         metrics: &Metrics,
+        wakeups: Wakeups,
         stop: CancellationToken,
     ) -> Self {
         let (local, _) = broadcast::channel(LIVE_BUFFER);
@@ -71,6 +74,7 @@ impl RedisEventBus {
             redis: redis.clone(),
             local: local.clone(),
             followed,
+            wakeups,
             last_seen: None,
             reconnects: metrics.counter("events_subscription_reconnects_total", &[]),
         };
@@ -87,20 +91,27 @@ impl RedisEventBus {
 
 impl EventBus for RedisEventBus {
     fn publish(&self, event: NewEvent) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.publish_all(vec![event])
+    }
+
+    /// One script for all of them: consecutive ids, one round trip.
+    fn publish_all(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move {
             let keys = &self.redis.keys;
             let timestamp = clock::now_rfc3339();
             self.redis
                 .run(|mut connection| async move {
-                    self.publish
+                    let mut invocation = self.publish.prepare_invoke();
+                    invocation
                         .key(&keys.event_ids)
                         .key(&keys.events)
-                        .arg(event.members())
                         .arg(timestamp)
                         .arg(self.retained)
-                        .arg(&keys.event_channel)
-                        .invoke_async(&mut connection)
-                        .await
+                        .arg(&keys.event_channel);
+                    for event in &events {
+                        invocation.arg(event.members());
+                    }
+                    invocation.invoke_async(&mut connection).await
                 })
                 .await
         })
@@ -202,12 +213,14 @@ async fn read_after(redis: &Redis, after: u64) -> Result<(u64, Vec<Event>), Stor
     Ok((newest.unwrap_or(0), events))
 }
 
-/// The task that holds this instance's subscription and feeds the local channel.
+/// The task that holds this instance's subscription and feeds the local channel; it also
+/// forwards the queue's wake-ups to this instance's long polls.
 struct Relay {
     redis: Redis,
     local: broadcast::Sender<Delivery>,
     /// Told once the first subscription is active.
     followed: watch::Sender<bool>,
+    wakeups: Wakeups,
     /// The newest id forwarded; `None` until the first subscription.
     last_seen: Option<u64>,
     reconnects: Counter,
@@ -242,6 +255,7 @@ impl Relay {
         let mut subscription = tokio::time::timeout(CONNECT_TIMEOUT, async {
             let mut pubsub = self.redis.client.get_async_pubsub().await?;
             pubsub.subscribe(&self.redis.keys.event_channel).await?;
+            pubsub.subscribe(&self.redis.keys.queue_wake).await?;
             Ok::<_, redis::RedisError>(pubsub)
         })
         .await
@@ -253,9 +267,18 @@ impl Relay {
         }
         tracing::debug!(last_seen = ?self.last_seen, "event subscription active");
         self.followed.send_replace(true);
+        // Wake-ups sent while there was no subscription are lost: let every poll look again.
+        self.wakeups.notify(usize::MAX);
         let mut messages = subscription.on_message();
         while let Some(message) = messages.next().await {
             let payload = message.get_payload_bytes();
+            if message.get_channel_name() == self.redis.keys.queue_wake {
+                let tasks = std::str::from_utf8(payload)
+                    .ok()
+                    .and_then(|n| n.parse().ok());
+                self.wakeups.notify(tasks.unwrap_or(1));
+                continue;
+            }
             let Some((id, data)) = parse(payload) else {
                 tracing::warn!("an event message that is not `<id> <data>` was ignored");
                 continue;

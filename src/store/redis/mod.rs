@@ -1,8 +1,9 @@
 //! `STORE=redis`: the state of every instance that uses the same `REDIS_URL` and
 //! `REDIS_PREFIX`, so that several instances behind a load balancer behave as one server.
 //!
-//! - [`queue`]: one priority queue, a sorted set scored by priority whose members sort by
-//!   arrival within a score; each change is one server-side script (atomic, one round trip);
+//! - [`queue`]: one priority queue with its leases: task records in a hash, a sorted set per
+//!   state (the ready one scored by priority, its members sorting by arrival within a score);
+//!   each transition is one server-side script (atomic, one round trip);
 //! - [`revocations`]: a sorted set of revoked token ids scored by expiry; concurrent checks share
 //!   one `ZMSCORE`;
 //! - [`events`]: global event ids, a capped stream for replay, and one subscription per
@@ -38,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::fault::StoreError;
 use crate::metrics::Metrics;
+use crate::queue::Wakeups;
 use crate::store::{StoreHealth, Stores};
 
 /// Longest a store operation may take, reconnection included, before it is answered as a store
@@ -54,10 +56,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// the structures (and the per-client budgets) spread over the shards.
 #[derive(Debug)]
 struct Keys {
-    /// Sorted set: the queue.
-    queue: String,
-    /// Counter: the queue's arrival numbers.
-    queue_arrivals: String,
+    /// The queue's keys, in the order of `lua/queue_prelude.lua`: the task records, the sets
+    /// of ready, delayed, leased and dead tasks, the acknowledgements remembered and their
+    /// ends, the idempotency keys and their ends, the arrival counter.
+    queue: [String; 10],
+    /// Pub/sub channel: a task became available (the number of them).
+    queue_wake: String,
     /// Sorted set: revoked token ids scored by `exp`.
     revoked: String,
     /// Counter: the last event id.
@@ -75,8 +79,20 @@ struct Keys {
 impl Keys {
     fn new(prefix: &str) -> Self {
         Self {
-            queue: format!("{{{prefix}:queue}}"),
-            queue_arrivals: format!("{{{prefix}:queue}}:arrivals"),
+            queue: [
+                "tasks",
+                "ready",
+                "delayed",
+                "leased",
+                "dead",
+                "acked",
+                "acked:ends",
+                "keys",
+                "keys:ends",
+                "arrivals",
+            ]
+            .map(|name| format!("{{{prefix}:queue}}:{name}")),
+            queue_wake: format!("{prefix}:queue:wake"),
             revoked: format!("{{{prefix}:revoked}}"),
             event_ids: format!("{{{prefix}:events}}:ids"),
             events: format!("{{{prefix}:events}}"),
@@ -84,6 +100,11 @@ impl Keys {
             notifier: format!("{{{prefix}:notifier}}"),
             login_failures: format!("{{{prefix}:login:"),
         }
+    }
+
+    /// The queue's keys, for its scripts.
+    fn queue_keys(&self) -> &[String; 10] {
+        &self.queue
     }
 
     /// The failed-login budget of one client (its own hash tag: budgets spread over shards).
@@ -149,6 +170,8 @@ impl Redis {
 pub fn open(config: &Config, metrics: &Metrics) -> Result<Stores, StoreError> {
     let redis = Redis::new(config, metrics)?;
     let stop = CancellationToken::new();
+    // Long polls of this instance, woken by the relay when any instance makes a task available.
+    let wakeups = Wakeups::default();
     let lease = Arc::new(lease::RedisLease::new(
         redis.clone(),
         config.events.notify_interval,
@@ -159,7 +182,11 @@ pub fn open(config: &Config, metrics: &Metrics) -> Result<Stores, StoreError> {
         "redis store: state shared with every instance using this URL and prefix"
     );
     Ok(Stores {
-        queue: Arc::new(queue::RedisQueue::new(redis.clone(), config.queue.capacity)),
+        queue: Arc::new(queue::RedisQueue::new(
+            redis.clone(),
+            config.queue.settings(),
+            wakeups.clone(),
+        )),
         revocations: Arc::new(revocations::RedisRevocations::new(
             redis.clone(),
             config.auth.revocation_list_max,
@@ -168,6 +195,7 @@ pub fn open(config: &Config, metrics: &Metrics) -> Result<Stores, StoreError> {
             redis.clone(),
             config.events.sse_replay_buffer,
             metrics,
+            wakeups,
             stop.clone(),
         )),
         notifier: lease.clone(),
@@ -213,9 +241,9 @@ mod tests {
     fn each_structure_has_its_own_hash_tag_under_the_prefix() {
         let keys = Keys::new("shop");
         let tag = |key: &str| key[key.find('{').unwrap() + 1..key.find('}').unwrap()].to_owned();
-        assert_eq!(tag(&keys.queue), tag(&keys.queue_arrivals));
+        assert!(keys.queue.iter().all(|key| tag(key) == "shop:queue"));
         assert_eq!(tag(&keys.events), tag(&keys.event_ids));
-        assert_ne!(tag(&keys.queue), tag(&keys.events));
+        assert_ne!(tag(&keys.queue[0]), tag(&keys.events));
         assert_eq!(
             keys.login_failures_of("192.0.2.1"),
             "{shop:login:192.0.2.1}"

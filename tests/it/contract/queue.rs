@@ -2,11 +2,13 @@
 //! arrival order, the capacity holds and a refusal changes nothing, each task leaves exactly
 //! once however many take at once, the status tells without taking, and a failure changes
 //! nothing. [`matches_a_sorted_vector_model`] drives random sequences of operations against a
-//! sorted vector.
+//! sorted vector. The promises of leases (fencing, expiry at the original place, back-off,
+//! dead letters, delays, idempotency keys) are in [`leases`](super::leases).
 
 use std::collections::HashSet;
 
-use backflow::queue::{Priority, QueueError, QueueStore, QueuedTask, TaskText};
+use backflow::queue::limits::{Delay, MaxAttempts};
+use backflow::queue::{NewTask, Priority, QueueError, QueueStore, QueuedTask, TaskText};
 use futures_util::future::join_all;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
@@ -23,17 +25,28 @@ contract!(every backend:
 );
 contract!(embedded, redis: a_failed_change_changes_nothing);
 
-fn task(text: &str, priority: i64) -> QueuedTask {
-    QueuedTask::new(
-        TaskText::parse(text.to_owned()).expect("a valid text"),
-        Priority::new(priority).expect("a valid priority"),
-    )
+/// A task to enqueue at once, with five attempts.
+pub fn task(text: &str, priority: i64) -> NewTask {
+    task_with(text, priority, 0, 5)
+}
+
+/// A task to enqueue after `delay_ms`, allowed `max_attempts` deliveries.
+pub fn task_with(text: &str, priority: i64, delay_ms: u64, max_attempts: u64) -> NewTask {
+    NewTask {
+        task: QueuedTask::new(
+            TaskText::parse(text.to_owned()).expect("a valid text"),
+            Priority::new(priority).expect("a valid priority"),
+        ),
+        delay: Delay::from_millis(delay_ms).expect("in range"),
+        max_attempts: MaxAttempts::new(max_attempts).expect("in range"),
+        key: None,
+    }
 }
 
 /// Dequeues until the queue is empty; the texts, in order.
-async fn drain(queue: &dyn QueueStore) -> Vec<String> {
+pub async fn drain(queue: &dyn QueueStore) -> Vec<String> {
     let mut texts = Vec::new();
-    while let Some(out) = queue.dequeue().await.expect("dequeued") {
+    while let Some(out) = queue.dequeue().await.expect("dequeued").answer {
         texts.push(out.task.task.to_string());
     }
     texts
@@ -63,15 +76,30 @@ async fn a_dequeued_task_is_the_enqueued_one(backend: Backend) {
     let subject = backend.open(&[]).await;
     let queue = &*subject.stores.queue;
     let sent = task(r#"say "hi" to Zoë \ and ✓"#, -7);
-    let enqueued = queue.enqueue(sent.clone()).await.expect("room");
-    assert_eq!((enqueued.task, enqueued.queue_size), (sent.clone(), 1));
-    let dequeued = queue.dequeue().await.expect("dequeued").expect("a task");
+    let outcome = queue.enqueue(sent.clone()).await.expect("room").answer;
+    assert!(!outcome.replayed);
+    let enqueued = outcome.enqueued;
+    assert_eq!(
+        (
+            enqueued.task.id,
+            &enqueued.task.task,
+            enqueued.task.priority
+        ),
+        (sent.task.id, &sent.task.task, sent.task.priority)
+    );
+    assert_eq!(enqueued.queue_size, 1);
+    let dequeued = queue
+        .dequeue()
+        .await
+        .expect("dequeued")
+        .answer
+        .expect("a task");
     assert_eq!(
         (dequeued.task, dequeued.queue_size),
-        (sent, 0),
-        "id, text, priority and enqueue time come back as they were sent"
+        (enqueued.task, 0),
+        "id, text, priority and enqueue time come back as they were accepted"
     );
-    assert!(queue.dequeue().await.expect("dequeued").is_none());
+    assert!(queue.dequeue().await.expect("dequeued").answer.is_none());
 }
 
 async fn a_full_queue_refuses_and_the_refusal_changes_nothing(backend: Backend) {
@@ -90,9 +118,14 @@ async fn a_full_queue_refuses_and_the_refusal_changes_nothing(backend: Backend) 
         Some("a")
     );
 
-    queue.dequeue().await.expect("dequeued").expect("a task");
+    queue
+        .dequeue()
+        .await
+        .expect("dequeued")
+        .answer
+        .expect("a task");
     let enqueued = queue.enqueue(task("c", 1)).await.expect("room again");
-    assert_eq!(enqueued.queue_size, 2);
+    assert_eq!(enqueued.answer.enqueued.queue_size, 2);
     assert_eq!(drain(queue).await, ["b", "c"]);
 }
 
@@ -110,7 +143,7 @@ async fn concurrent_dequeues_take_each_task_exactly_once(backend: Backend) {
     let enqueued: HashSet<uuid::Uuid> = join_all(enqueues)
         .await
         .into_iter()
-        .map(|result| result.expect("room").task.id)
+        .map(|result| result.expect("room").answer.enqueued.task.id)
         .collect();
     assert_eq!(enqueued.len(), TASKS, "every task has its own id");
 
@@ -118,7 +151,7 @@ async fn concurrent_dequeues_take_each_task_exactly_once(backend: Backend) {
         let queue = subject.stores.queue.clone();
         tokio::spawn(async move {
             let mut taken = Vec::new();
-            while let Some(out) = queue.dequeue().await.expect("dequeued") {
+            while let Some(out) = queue.dequeue().await.expect("dequeued").answer {
                 taken.push((out.task.id, out.queue_size));
             }
             taken
@@ -146,8 +179,8 @@ async fn the_status_tells_the_size_and_the_next_task_without_taking_it(backend: 
     let empty = queue.status().await.expect("status");
     assert_eq!((empty.size, empty.next), (0, None));
     queue.enqueue(task("later", 5)).await.expect("room");
-    let sooner = task("sooner", 1);
-    queue.enqueue(sooner.clone()).await.expect("room");
+    let sooner = queue.enqueue(task("sooner", 1)).await.expect("room");
+    let sooner = sooner.answer.enqueued.task;
     for _ in 0..2 {
         let status = queue.status().await.expect("status");
         assert_eq!(status.size, 2);
@@ -271,12 +304,15 @@ async fn follow_the_model(
                 } else {
                     model.push((priority, arrival, text));
                     model.sort();
-                    prop_assert_eq!(result.map(|e| e.queue_size), Ok(model.len()));
+                    prop_assert_eq!(
+                        result.map(|e| e.answer.enqueued.queue_size),
+                        Ok(model.len())
+                    );
                 }
             }
             Op::Dequeue => {
                 let expected = (!model.is_empty()).then(|| model.remove(0));
-                let got = queue.dequeue().await.expect("dequeued");
+                let got = queue.dequeue().await.expect("dequeued").answer;
                 prop_assert_eq!(
                     got.map(|d| (d.task.priority.get(), d.task.task.to_string(), d.queue_size)),
                     expected.map(|(priority, _, text)| (priority, text, model.len()))

@@ -32,6 +32,15 @@ const CONTRACT: &[(&str, &str)] = &[
     ("GET", "/dequeue"),
     ("POST", "/dequeue"),
     ("GET", "/queue/status"),
+    ("POST", "/tasks/lease"),
+    ("POST", "/tasks/ack"),
+    ("POST", "/tasks/{id}/ack"),
+    ("POST", "/tasks/{id}/nack"),
+    ("POST", "/tasks/{id}/extend"),
+    ("GET", "/tasks/{id}"),
+    ("GET", "/queue/dead"),
+    ("POST", "/queue/dead/{id}/retry"),
+    ("DELETE", "/queue/dead/{id}"),
 ];
 
 /// The other routes the server has: the demo page's assets (the page itself is `GET /`).
@@ -359,8 +368,8 @@ async fn documented_ranges_and_choices_are_the_enforced_ones() {
         }
     }
     assert_eq!(
-        checked, 7,
-        "the parameters of /stream, /heavy-task-child and /heavy-task-worker"
+        checked, 8,
+        "the parameters of /stream, /heavy-task-child, /heavy-task-worker and /queue/dead"
     );
 }
 
@@ -404,14 +413,26 @@ async fn documented_body_bounds_are_the_enforced_ones() {
         checked,
         BTreeSet::from(
             [
+                "POST /enqueue delayMs",
+                "POST /enqueue maxAttempts",
                 "POST /enqueue priority",
                 "POST /enqueue task",
                 "POST /login password",
-                "POST /login username"
+                "POST /login username",
+                "POST /tasks/ack acks",
+                "POST /tasks/lease count",
+                "POST /tasks/lease leaseMs",
+                "POST /tasks/lease waitMs",
+                "POST /tasks/{id}/ack leaseId",
+                "POST /tasks/{id}/extend leaseId",
+                "POST /tasks/{id}/extend leaseMs",
+                "POST /tasks/{id}/nack delayMs",
+                "POST /tasks/{id}/nack error",
+                "POST /tasks/{id}/nack leaseId",
             ]
             .map(String::from)
         ),
-        "the properties of the two request bodies"
+        "the properties of every request body"
     );
 }
 

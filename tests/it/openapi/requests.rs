@@ -15,16 +15,22 @@ pub async fn document(app: &TestApp) -> Value {
 }
 
 /// A value the parameter's schema accepts: for an integer, the smallest positive one in range
-/// (so that a stream carries an item to check); else its default, else its first choice.
+/// (so that a stream carries an item to check); else its default, its first choice or its
+/// example.
 fn plausible_value(doc: &Value, parameter: &Value) -> String {
     let schema = resolve(doc, &parameter["schema"]);
     if let Some(minimum) = schema["minimum"].as_u64() {
         let maximum = schema["maximum"].as_u64().unwrap_or(u64::MAX);
         return minimum.max(1).min(maximum).to_string();
     }
-    match [&schema["default"], &schema["enum"][0]]
-        .into_iter()
-        .find(|v| !v.is_null())
+    match [
+        &schema["default"],
+        &schema["enum"][0],
+        &parameter["example"],
+        &schema["examples"][0],
+    ]
+    .into_iter()
+    .find(|v| !v.is_null())
     {
         Some(Value::String(text)) => text.clone(),
         Some(other) => other.to_string(),
@@ -35,7 +41,17 @@ fn plausible_value(doc: &Value, parameter: &Value) -> String {
 /// The schema of `op`'s JSON request body, if it takes one.
 pub fn body_schema<'a>(op: &Operation<'a>) -> Option<&'a Value> {
     let schema = &op.spec["requestBody"]["content"]["application/json"]["schema"];
-    (!schema.is_null()).then_some(schema)
+    if schema.is_null() {
+        return None;
+    }
+    // An optional body is documented as one of null and its object.
+    let schema = ["oneOf", "anyOf"]
+        .into_iter()
+        .filter_map(|keyword| schema[keyword].as_array())
+        .flatten()
+        .find(|choice| choice["type"] != "null")
+        .unwrap_or(schema);
+    Some(schema)
 }
 
 /// A JSON body made of the examples documented for each property.
@@ -84,7 +100,7 @@ pub async fn send_with_body(
         .iter()
         .map(|(name, value)| format!("{name}={value}"))
         .collect();
-    let url = format!("{}?{}", app.url(op.path), query.join("&"));
+    let url = format!("{}?{}", app.url(&concrete_path(op)), query.join("&"));
     let mut request = app.client.request(method, url);
     if let Some(body) = body {
         request = request.json(body);
@@ -93,6 +109,23 @@ pub async fn send_with_body(
         request = request.bearer_auth(app.token().await);
     }
     request.send().await.expect("request sent")
+}
+
+/// `op`'s path with each path parameter filled in: a UUID names no task, so the operation
+/// answers its documented "not found" once its input is otherwise accepted.
+fn concrete_path(op: &Operation<'_>) -> String {
+    op.parameters("path")
+        .into_iter()
+        .fold(op.path.to_owned(), |path, parameter| {
+            let name = parameter["name"].as_str().expect("named");
+            assert_eq!(
+                parameter["schema"]["format"],
+                "uuid",
+                "{}: path parameter {name} is a UUID",
+                op.name()
+            );
+            path.replace(&format!("{{{name}}}"), &uuid::Uuid::new_v4().to_string())
+        })
 }
 
 /// A plausible request for `op`: every query parameter at a value its schema accepts.
