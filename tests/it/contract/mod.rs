@@ -48,6 +48,7 @@ macro_rules! contract {
 
 // After the table's definition, so that every module sees it.
 mod events;
+mod leases;
 mod queue;
 mod revocations;
 mod subject;
