@@ -30,6 +30,7 @@ use crate::extract::{ApiQuery, int_param};
 use crate::fault::STREAMS_FULL_RETRY_AFTER;
 use crate::openapi::tags;
 use crate::routes::X_ACCEL_BUFFERING;
+use crate::routes::fields::parse_uuid;
 
 /// Data of the first event, as in the original demo.
 const CONNECTED: &str = r#"{"message":"Connected to notification stream"}"#;
@@ -54,6 +55,11 @@ struct NotificationsQuery {
     #[serde(rename = "lastEventId")]
     #[param(value_type = Option<u64>, minimum = 0)]
     last_event_id: Option<String>,
+    /// Only the events of this task (`queue.*` events whose `taskId` it is), plus the
+    /// connected message, lag notices and keep-alives: what a worker or a page following one
+    /// task needs.
+    #[param(value_type = Option<uuid::Uuid>)]
+    task: Option<String>,
 }
 
 /// The header a reconnecting `EventSource` sends.
@@ -188,7 +194,8 @@ fn notification_data_text() -> Object {
             ),
             content(("text/event-stream", item_schema = inline(ServerSentEvent)))),
         (status = 400, body = ErrorBody,
-            description = "`invalid_input`: `Last-Event-ID` or `lastEventId` is not an event id"),
+            description = "`invalid_input`: `Last-Event-ID` or `lastEventId` is not an event id, \
+                or `task` is not a UUID"),
         (status = 503, body = ErrorBody,
             description = "`too_many_streams` (`SSE_MAX_CONNECTIONS` streams are open) or \
                 `store_unavailable` (the event store does not answer)",
@@ -209,12 +216,21 @@ async fn notifications(
             message: "Too many open event streams; retry later",
             retry_after: STREAMS_FULL_RETRY_AFTER,
         })?;
+    let only = query
+        .task
+        .as_deref()
+        .filter(|raw| !raw.is_empty())
+        .map(|raw| parse_uuid("task", raw).map(TaskFilter::new))
+        .transpose()?;
     let skipped = state.metrics.counter("sse_events_skipped_total", &[]);
     let deliveries = state
         .events
         .subscribe(resume_after)
         .await?
-        .into_deliveries();
+        .into_deliveries()
+        .filter(move |delivery| {
+            std::future::ready(only.as_ref().is_none_or(|only| only.keeps(delivery)))
+        });
     let connected = SseEvent::default().retry(RECONNECT_AFTER).data(CONNECTED);
     let events = stream::once(async move { connected })
         .chain(deliveries.map(move |delivery| {
@@ -276,6 +292,32 @@ fn lagged_notice(skipped: u64) -> String {
     .to_json_without_id()
 }
 
+/// The events of one task.
+///
+/// An application event names its task in a `"taskId":"<uuid>"` member. Every other string
+/// the bus writes is JSON-escaped, so a quote inside a value is written `\"` and that exact
+/// text can only be the member itself: a substring search finds the task's events without
+/// parsing every event.
+struct TaskFilter {
+    needle: String,
+}
+
+impl TaskFilter {
+    fn new(task: uuid::Uuid) -> Self {
+        Self {
+            needle: format!("\"taskId\":\"{task}\""),
+        }
+    }
+
+    /// Whether `delivery` goes to a client following this task: its events, and lag notices.
+    fn keeps(&self, delivery: &Delivery) -> bool {
+        match delivery {
+            Delivery::Event(event) => event.data.contains(&self.needle),
+            Delivery::Lagged { .. } => true,
+        }
+    }
+}
+
 /// An event stream that keeps its subscriber slot taken for as long as the response lives.
 struct SlotHeld<S> {
     events: S,
@@ -331,6 +373,31 @@ mod tests {
                 other => panic!("expected a 400 for {field}, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_task_filter_keeps_that_tasks_events_only() {
+        let mine = uuid::Uuid::new_v4();
+        let other = uuid::Uuid::new_v4();
+        let event = |id: uuid::Uuid, text: &str| {
+            let bus = crate::events::MemoryEventBus::new(1);
+            bus.publish_now(
+                NewEvent::app("queue.leased", Level::Info, "leased")
+                    .with("taskId", id)
+                    .with("task", text),
+            );
+            let replay = bus.subscribe_now(Some(0)).replay;
+            Delivery::Event(replay[0].clone())
+        };
+        let filter = TaskFilter::new(mine);
+        assert!(filter.keeps(&event(mine, "mine")));
+        assert!(!filter.keeps(&event(other, "other")));
+        let forged = format!(r#"pretend "taskId":"{mine}" is here"#);
+        assert!(
+            !filter.keeps(&event(other, &forged)),
+            "a task's text cannot pass for another task's id"
+        );
+        assert!(filter.keeps(&Delivery::Lagged { skipped: 3 }));
     }
 
     #[test]

@@ -130,6 +130,28 @@ pub trait Api {
             .collect()
     }
 
+    /// `POST /tasks/lease` with `body`; returns the answer's body. Panics unless it is a 200.
+    async fn leased(&self, body: &Value) -> Value {
+        let response = self.post_json("/tasks/lease", body).await;
+        assert_eq!(response.status(), 200, "lease {body}");
+        response.json().await.expect("a JSON body")
+    }
+
+    /// `POST /tasks/{id}/ack` of the delivery `leased` (an item of a lease's `tasks`).
+    async fn ack(&self, leased: &Value) -> Response {
+        let id = leased["id"].as_str().expect("an id");
+        let body = json!({"leaseId": leased["leaseId"]});
+        self.post_json(&format!("/tasks/{id}/ack"), &body).await
+    }
+
+    /// `POST /tasks/{id}/nack` of the delivery `leased`, with `body`'s other members.
+    async fn nack(&self, leased: &Value, body: Value) -> Response {
+        let id = leased["id"].as_str().expect("an id");
+        let mut body = body;
+        body["leaseId"] = leased["leaseId"].clone();
+        self.post_json(&format!("/tasks/{id}/nack"), &body).await
+    }
+
     /// `GET /queue/status`'s body. Panics unless it is a 200.
     async fn queue_status(&self) -> Value {
         let response = self.get("/queue/status").await;

@@ -15,6 +15,7 @@ mod crash;
 mod demo;
 mod foundation;
 mod heavy;
+mod leases;
 mod notifications;
 mod openapi;
 mod proxy;
