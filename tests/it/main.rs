@@ -12,6 +12,7 @@ mod cluster;
 mod connections;
 mod contract;
 mod crash;
+mod crash_leases;
 mod demo;
 mod foundation;
 mod heavy;
