@@ -58,7 +58,7 @@ struct NotificationsQuery {
     /// Only the events of this task (`queue.*` events whose `taskId` it is), plus the
     /// connected message, lag notices and keep-alives: what a worker or a page following one
     /// task needs.
-    #[param(value_type = Option<uuid::Uuid>)]
+    #[param(value_type = Option<uuid::Uuid>, example = "5f0c3b7e-8a2d-4c1e-9b6f-2d4e8a1c7b3f")]
     task: Option<String>,
 }
 
