@@ -15,28 +15,30 @@
 //! document: the answer and the transitions it made. Scripts that make a task available
 //! publish on the wake channel, which every instance's event relay forwards to its long polls.
 
-use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures_util::future::BoxFuture;
 use redis::Script;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::Redis;
 use crate::fault::StoreError;
-use crate::queue::limits::{BatchSize, ErrorText, LeaseId, LeaseLength, MAX_DELAY_MS, MaxAttempts};
+use crate::queue::limits::{BatchSize, LeaseId, LeaseLength, MAX_DELAY_MS};
 use crate::queue::record::{
-    AckOutcome, DeadPage, DeathCause, Dequeued, EnqueueOutcome, Enqueued, LeaseBatch, LeasedTask,
-    Nacked, Outcome, QueueStatus, RetryCause, StateName, TaskView, Transition,
+    AckOutcome, DeadPage, Dequeued, EnqueueOutcome, LeaseBatch, LeasedTask, Nacked, Outcome,
+    QueueStatus, TaskView,
 };
-use crate::queue::{
-    NackRequest, NewTask, Priority, QueueError, QueueSettings, QueueStore, QueuedTask, TaskText,
-    Wakeups,
+use crate::queue::{NackRequest, NewTask, QueueError, QueueSettings, QueueStore, Wakeups};
+
+mod replies;
+
+use replies::{
+    Empty, EnqueueAnswer, OrRefused, RawBatch, RawDequeued, RawExtended, RawNacked, RawPage,
+    RawStatus, RawView, Reply, max_attempts, number, state_name,
 };
 
-const PRELUDE: &str = include_str!("lua/queue_prelude.lua");
+const PRELUDE: &str = include_str!("../lua/queue_prelude.lua");
 
 /// The scripts of the queue, each with the prelude in front.
 struct Scripts {
@@ -58,18 +60,18 @@ impl Scripts {
     fn new() -> Self {
         let script = |body: &str| Script::new(&format!("{PRELUDE}\n{body}"));
         Self {
-            enqueue: script(include_str!("lua/queue_enqueue.lua")),
-            dequeue: script(include_str!("lua/queue_dequeue.lua")),
-            status: script(include_str!("lua/queue_status.lua")),
-            lease: script(include_str!("lua/queue_lease.lua")),
-            ack: script(include_str!("lua/queue_ack.lua")),
-            nack: script(include_str!("lua/queue_nack.lua")),
-            extend: script(include_str!("lua/queue_extend.lua")),
-            get: script(include_str!("lua/queue_get.lua")),
-            dead: script(include_str!("lua/queue_dead.lua")),
-            retry_dead: script(include_str!("lua/queue_retry_dead.lua")),
-            delete_dead: script(include_str!("lua/queue_delete_dead.lua")),
-            reap: script(include_str!("lua/queue_reap.lua")),
+            enqueue: script(include_str!("../lua/queue_enqueue.lua")),
+            dequeue: script(include_str!("../lua/queue_dequeue.lua")),
+            status: script(include_str!("../lua/queue_status.lua")),
+            lease: script(include_str!("../lua/queue_lease.lua")),
+            ack: script(include_str!("../lua/queue_ack.lua")),
+            nack: script(include_str!("../lua/queue_nack.lua")),
+            extend: script(include_str!("../lua/queue_extend.lua")),
+            get: script(include_str!("../lua/queue_get.lua")),
+            dead: script(include_str!("../lua/queue_dead.lua")),
+            retry_dead: script(include_str!("../lua/queue_retry_dead.lua")),
+            delete_dead: script(include_str!("../lua/queue_delete_dead.lua")),
+            reap: script(include_str!("../lua/queue_reap.lua")),
         }
     }
 }
@@ -123,286 +125,6 @@ impl RedisQueue {
         })
     }
 }
-
-/// What every queue script answers.
-#[derive(Deserialize)]
-struct Reply<T> {
-    r: T,
-    ev: Vec<RawEvent>,
-}
-
-impl<T> Reply<T> {
-    /// The answer, mapped, with the transitions made.
-    fn outcome<U>(
-        self,
-        answer: impl FnOnce(T) -> Result<U, QueueError>,
-    ) -> Result<Outcome<U>, QueueError> {
-        let transitions = self
-            .ev
-            .into_iter()
-            .map(RawEvent::into_transition)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Outcome {
-            answer: answer(self.r)?,
-            transitions,
-        })
-    }
-}
-
-/// A task's identity as scripts write it (large numbers as decimal strings).
-#[derive(Deserialize)]
-struct RawTask {
-    id: Uuid,
-    t: String,
-    p: String,
-    e: String,
-}
-
-impl RawTask {
-    fn task(self) -> Result<QueuedTask, StoreError> {
-        Ok(QueuedTask {
-            id: self.id,
-            task: TaskText::parse(self.t).map_err(StoreError::new)?,
-            priority: Priority::new(number(&self.p)?).map_err(StoreError::new)?,
-            enqueued_at_ms: number(&self.e)?,
-        })
-    }
-}
-
-/// A number a script wrote as a decimal string.
-fn number<T: FromStr>(text: &str) -> Result<T, StoreError> {
-    text.parse()
-        .map_err(|_| StoreError::new(format_args!("redis: {text:?} is not a number")))
-}
-
-fn state_name(text: &str) -> Result<StateName, StoreError> {
-    match text {
-        "queued" => Ok(StateName::Queued),
-        "delayed" => Ok(StateName::Delayed),
-        "leased" => Ok(StateName::Leased),
-        "dead" => Ok(StateName::Dead),
-        other => Err(StoreError::new(format_args!(
-            "redis: unknown task state {other:?}"
-        ))),
-    }
-}
-
-fn max_attempts(m: u32) -> Result<MaxAttempts, StoreError> {
-    MaxAttempts::new(u64::from(m)).map_err(StoreError::new)
-}
-
-/// A transition as a script reports it.
-#[derive(Deserialize)]
-struct RawEvent {
-    k: String,
-    #[serde(flatten)]
-    task: RawTask,
-    a: u32,
-    m: u32,
-    st: Option<String>,
-    av: Option<String>,
-    qs: Option<usize>,
-    l: Option<Uuid>,
-    le: Option<String>,
-    c: Option<String>,
-}
-
-impl RawEvent {
-    fn into_transition(self) -> Result<Transition, StoreError> {
-        let attempt = self.a;
-        let max = self.m;
-        let available = self.av.as_deref().map(number).transpose()?;
-        let queue_size = self.qs.unwrap_or(0);
-        let lease = self.l.map(LeaseId::from_uuid);
-        let lease_end = self.le.as_deref().map(number).transpose()?;
-        let nack = self.c.as_deref() == Some("nack");
-        let kind = self.k;
-        let state = self.st.as_deref().map(state_name).transpose()?;
-        let task = self.task.task()?;
-        let missing = || StoreError::new(format_args!("redis: a {kind} event lacks a field"));
-        Ok(match kind.as_str() {
-            "enqueued" => Transition::Enqueued(Enqueued {
-                available_at_ms: available.unwrap_or(task.enqueued_at_ms),
-                task,
-                state: state.unwrap_or(StateName::Queued),
-                queue_size,
-            }),
-            "dequeued" => Transition::Dequeued(Dequeued { task, queue_size }),
-            "leased" => Transition::Leased(LeasedTask {
-                task,
-                attempt,
-                max_attempts: max_attempts(max)?,
-                lease: lease.ok_or_else(missing)?,
-                expires_ms: lease_end.ok_or_else(missing)?,
-            }),
-            "acked" => Transition::Acked { task, attempt },
-            "retried" => Transition::Retried {
-                task,
-                attempt,
-                available_at_ms: available.ok_or_else(missing)?,
-                cause: if nack {
-                    RetryCause::Nack
-                } else {
-                    RetryCause::DeadLetter
-                },
-            },
-            "expired" => Transition::Expired { task, attempt },
-            "dead" => Transition::Dead {
-                task,
-                attempt,
-                cause: if nack {
-                    DeathCause::Nack
-                } else {
-                    DeathCause::Expired
-                },
-            },
-            "deleted" => Transition::Deleted { task },
-            other => {
-                return Err(StoreError::new(format_args!(
-                    "redis: unknown queue event {other:?}"
-                )));
-            }
-        })
-    }
-}
-
-/// A task as `view` in the prelude shows it.
-#[derive(Deserialize)]
-struct RawView {
-    #[serde(flatten)]
-    task: RawTask,
-    st: String,
-    a: u32,
-    m: u32,
-    av: Option<String>,
-    le: Option<String>,
-    err: Option<String>,
-}
-
-impl RawView {
-    fn view(self) -> Result<TaskView, StoreError> {
-        Ok(TaskView {
-            task: self.task.task()?,
-            state: state_name(&self.st)?,
-            attempt: self.a,
-            max_attempts: max_attempts(self.m)?,
-            available_at_ms: self.av.as_deref().map(number).transpose()?,
-            lease_expires_at_ms: self.le.as_deref().map(number).transpose()?,
-            last_error: self
-                .err
-                .map(ErrorText::parse)
-                .transpose()
-                .map_err(StoreError::new)?,
-        })
-    }
-}
-
-/// The first answer of an enqueue, as the enqueue script keeps it.
-#[derive(Deserialize)]
-struct RawFirst {
-    #[serde(flatten)]
-    task: RawTask,
-    st: String,
-    av: String,
-    qs: usize,
-}
-
-impl RawFirst {
-    fn enqueued(self) -> Result<Enqueued, StoreError> {
-        Ok(Enqueued {
-            task: self.task.task()?,
-            state: state_name(&self.st)?,
-            available_at_ms: number(&self.av)?,
-            queue_size: self.qs,
-        })
-    }
-}
-
-/// An answer that may be a refusal.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum OrRefused<T> {
-    Refused { refused: String },
-    Done(T),
-}
-
-impl<T> OrRefused<T> {
-    fn done(self) -> Result<T, QueueError> {
-        match self {
-            Self::Done(value) => Ok(value),
-            Self::Refused { refused } => Err(match refused.as_str() {
-                "missing" => QueueError::TaskNotFound,
-                "lost" => QueueError::LeaseLost,
-                "cursor" => QueueError::UnknownCursor,
-                "key_reused" => QueueError::KeyReused,
-                other => QueueError::Store(StoreError::new(format_args!(
-                    "redis: a queue script refused with {other:?}"
-                ))),
-            }),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum EnqueueAnswer {
-    Replay { replay: RawFirst },
-    First { first: RawFirst },
-    Refused { refused: String },
-}
-
-#[derive(Deserialize)]
-struct RawDequeued {
-    #[serde(flatten)]
-    task: RawTask,
-    qs: usize,
-}
-
-#[derive(Deserialize)]
-struct RawStatus {
-    size: usize,
-    next: Option<RawView>,
-    delayed: usize,
-    leased: usize,
-    dead: usize,
-}
-
-#[derive(Deserialize)]
-struct RawLeased {
-    #[serde(flatten)]
-    task: RawTask,
-    a: u32,
-    m: u32,
-    l: Uuid,
-    le: String,
-}
-
-#[derive(Deserialize)]
-struct RawBatch {
-    tasks: Vec<RawLeased>,
-    qs: usize,
-    due: String,
-}
-
-#[derive(Deserialize)]
-struct RawNacked {
-    st: String,
-    av: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct RawExtended {
-    le: String,
-}
-
-#[derive(Deserialize)]
-struct RawPage {
-    tasks: Vec<RawView>,
-    more: bool,
-}
-
-#[derive(Deserialize)]
-struct Empty {}
 
 impl RedisQueue {
     fn seen(&self, held: usize) {
@@ -663,41 +385,5 @@ impl QueueStore for RedisQueue {
 
     fn size(&self) -> usize {
         self.last_size.load(Ordering::Relaxed)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_script_event_becomes_its_transition() {
-        let id = Uuid::new_v4();
-        let lease = Uuid::new_v4();
-        let json = format!(
-            r#"{{"k":"leased","id":"{id}","t":"send report","p":"-9007199254740992","e":"1700000000000","a":2,"m":5,"l":"{lease}","le":"1700000030000"}}"#
-        );
-        let event: RawEvent = serde_json::from_str(&json).expect("parses");
-        match event.into_transition().expect("valid") {
-            Transition::Leased(leased) => {
-                assert_eq!(leased.task.priority.get(), -9_007_199_254_740_992);
-                assert_eq!(leased.attempt, 2);
-                assert_eq!(leased.expires_ms, 1_700_000_030_000);
-                assert_eq!(leased.lease, LeaseId::from_uuid(lease));
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-        let broken = format!(r#"{{"k":"leased","id":"{id}","t":"x","p":"1","e":"1","a":1,"m":5}}"#);
-        let event: RawEvent = serde_json::from_str(&broken).expect("parses");
-        assert!(event.into_transition().is_err(), "a lease needs its id");
-    }
-
-    #[test]
-    fn refusals_map_to_the_queue_errors() {
-        let refused: OrRefused<Empty> =
-            serde_json::from_str(r#"{"refused":"lost"}"#).expect("parses");
-        assert_eq!(refused.done().err(), Some(QueueError::LeaseLost));
-        let done: OrRefused<Empty> = serde_json::from_str("{}").expect("parses");
-        assert!(done.done().is_ok());
     }
 }
