@@ -4,8 +4,8 @@
 //
 // BASE_URL defaults to $BACKFLOW_URL, then http://127.0.0.1:3000; e2e/run.sh starts a server and
 // passes its URL. The checks run in order, each with a timeout; the first failure stops the run,
-// saves e2e/artifacts/failure.png and exits 1. Against a shared server the test only adds a task
-// with a very high priority and removes it again.
+// saves e2e/artifacts/failure.png and exits 1. The queue's counts are checked exactly, so the
+// server must start with an empty queue (run.sh gives it a fresh data directory).
 //
 // Environment: CHROMIUM_PATH (default /usr/bin/chromium), E2E_SCREENSHOT (default
 // e2e/artifacts/demo.png), E2E_HEAVY_N (Fibonacci n of the first side-by-side run, default 25).
@@ -72,7 +72,8 @@ async function expectText(selector, expected, what) {
     await locator.filter({ hasText: expected }).first().waitFor();
   } catch {
     const actual = await locator.first().textContent({ timeout: 500 }).catch(() => '<missing>');
-    throw new Error(`${what}: expected ${selector} to show ${JSON.stringify(expected)}, it shows ${JSON.stringify(actual)}`);
+    const wanted = expected instanceof RegExp ? String(expected) : JSON.stringify(expected);
+    throw new Error(`${what}: expected ${selector} to show ${wanted}, it shows ${JSON.stringify(actual)}`);
   }
 }
 
@@ -204,6 +205,68 @@ try {
     await page.fill('#enqueue-priority', '2');
     await page.click('#enqueue-submit');
     await expectText('#queue-next', 'render the weekly report', 'queue status after a second enqueue');
+  });
+
+  await step('the queue shows the delayed, leased and dead counts', async () => {
+    // The dequeue step left one task ("render the weekly report") queued.
+    for (const id of ['#queue-delayed', '#queue-leased', '#queue-dead']) await expectText(id, /^0$/, `${id} at start`);
+    await expectText('#queue-size', /^1$/, 'queued tasks at start');
+  });
+
+  const failing = `flaky job ${Date.now()}`;
+  await step('worker: a task of one attempt is leased, nacked and dead-lettered', async () => {
+    await page.fill('#enqueue-task', failing);
+    await page.fill('#enqueue-priority', '-1000000');
+    await page.fill('#enqueue-attempts', '1');
+    await page.click('#enqueue-submit');
+    await expectText('#queue-result.ok', 'Task enqueued successfully', 'enqueue with maxAttempts 1');
+    await page.fill('#enqueue-attempts', '');
+    await page.fill('#lease-count', '1');
+    await page.click('#lease-submit');
+    await expectText('#worker-result.ok', `Leased "${failing}"`, 'lease answer');
+    await expectText('#held .row', failing, 'the held lease');
+    await expectText('#held .row', 'attempt 1 of 1', 'attempts of the held lease');
+    await expectFeedEntry('queue.leased', 'lease event');
+    await expectText('#queue-leased', /^1$/, 'leased count');
+    await page.fill('#nack-error', 'the printer is on fire');
+    await page.click(`#held .row:has-text("${failing}") button[data-action="nack"]`);
+    await expectText('#worker-result.ok', 'dead-lettered', 'nack answer');
+    await expectText('#held-count', /^0$/, 'no lease held after the nack');
+    await expectFeedEntry('queue.dead', 'dead-letter event');
+    await expectText('#dead .row', failing, 'the dead-letter list');
+    await expectText('#dead .row', 'the printer is on fire', 'the last error in the dead-letter list');
+    await expectText('#queue-dead', /^1$/, 'dead count');
+    await expectText('#queue-leased', /^0$/, 'leased count after the nack');
+  });
+
+  await step('worker: the dead letter is retried, leased again and acknowledged', async () => {
+    await page.click(`#dead .row:has-text("${failing}") button[data-action="retry"]`);
+    await expectText('#worker-result.ok', 'queued again', 'retry answer');
+    await expectFeedEntry('queue.retried', 'retry event');
+    await expectText('#queue-dead', /^0$/, 'dead count after the retry');
+    await page.locator('#dead .row').first().waitFor({ state: 'detached' });
+    await expectText('#queue-next', failing, 'the retried task is next again, at its original place');
+    await page.click('#lease-submit');
+    await expectText('#held .row', failing, 'the held lease after the retry');
+    await expectText('#held .row', 'attempt 1 of 1', 'attempts reset by the retry');
+    await page.click(`#held .row:has-text("${failing}") button[data-action="ack"]`);
+    await expectText('#worker-result.ok', 'Task acknowledged', 'ack answer');
+    await expectFeedEntry('queue.acked', 'ack event');
+    await expectText('#held-count', /^0$/, 'no lease held after the ack');
+    for (const id of ['#queue-delayed', '#queue-leased', '#queue-dead']) await expectText(id, /^0$/, `${id} back to zero`);
+    await expectText('#queue-size', /^1$/, 'only the task left by the dequeue step');
+    const gone = await fetch(`${baseUrl}/queue/dead`).then((response) => response.json());
+    assert.deepEqual(gone.tasks, [], 'the server\'s dead-letter list');
+  });
+
+  await step('a delayed task is counted as delayed', async () => {
+    await page.fill('#enqueue-task', 'wake me later');
+    await page.fill('#enqueue-priority', '9');
+    await page.fill('#enqueue-delay', '3600000');
+    await page.click('#enqueue-submit');
+    await expectText('#queue-result.ok', 'delayed, visible at', 'enqueue answer of a delayed task');
+    await expectText('#queue-delayed', /^1$/, 'delayed count');
+    await page.fill('#enqueue-delay', '0');
   });
 
   await step('a /stream run fills the progress bar', async () => {

@@ -118,7 +118,10 @@ function setFeedState(state) {
 function onFeedEvent(data, lastEventId) {
   feed.count += 1;
   $('feed-count').textContent = String(feed.count);
-  if (typeof data.event === 'string' && data.event.startsWith('queue.')) refreshQueueSoon();
+  if (typeof data.event === 'string' && data.event.startsWith('queue.')) {
+    onQueueEvent(data);
+    refreshQueueSoon();
+  }
   if (!feed.paused) addFeedItem(data, lastEventId);
 }
 
@@ -231,6 +234,9 @@ async function refreshQueue() {
   try {
     const status = await api('/queue/status');
     $('queue-size').textContent = String(status.size);
+    $('queue-delayed').textContent = String(status.delayed);
+    $('queue-leased').textContent = String(status.leased);
+    $('queue-dead').textContent = String(status.dead);
     $('queue-next').textContent = status.nextTask
       ? `${status.nextTask.task} (priority ${status.nextTask.priority})`
       : 'empty';
@@ -244,18 +250,25 @@ async function refreshQueue() {
 /** Coalesces the refreshes that a burst of queue events asks for. */
 function refreshQueueSoon() {
   clearTimeout(queueRefreshTimer);
-  queueRefreshTimer = setTimeout(refreshQueue, 100);
+  queueRefreshTimer = setTimeout(() => {
+    refreshQueue();
+    refreshDead();
+  }, 100);
 }
 
 function setUpQueue() {
   const result = $('queue-result');
   $('enqueue-form').addEventListener('submit', async (event) => {
     event.preventDefault();
-    const task = $('enqueue-task').value;
-    const priority = $('enqueue-priority').valueAsNumber;
+    const body = { task: $('enqueue-task').value, priority: $('enqueue-priority').valueAsNumber };
+    const delayMs = $('enqueue-delay').valueAsNumber;
+    const maxAttempts = $('enqueue-attempts').valueAsNumber;
+    if (Number.isFinite(delayMs) && delayMs > 0) body.delayMs = delayMs;
+    if (Number.isFinite(maxAttempts)) body.maxAttempts = maxAttempts;
     try {
-      const answer = await api('/enqueue', { method: 'POST', body: { task, priority } });
-      show(result, `${answer.message}: "${answer.task}" (priority ${answer.priority}), queue size ${answer.queueSize}.`);
+      const answer = await api('/enqueue', { method: 'POST', body, token: session?.token });
+      const when = answer.state === 'delayed' ? `, visible at ${clock(new Date(answer.availableAt))}` : '';
+      show(result, `${answer.message}: "${answer.task}" (priority ${answer.priority}, ${answer.state}${when}), queue size ${answer.queueSize}.`);
       $('enqueue-task').value = '';
     } catch (err) {
       showError(result, err);
@@ -265,7 +278,7 @@ function setUpQueue() {
 
   $('dequeue').addEventListener('click', async () => {
     try {
-      const answer = await api('/dequeue', { method: 'POST' });
+      const answer = await api('/dequeue', { method: 'POST', token: session?.token });
       const waited = ((Date.now() - answer.timestamp) / 1000).toFixed(1);
       show(result, `${answer.message}: "${answer.task}" (priority ${answer.priority}) after ${waited} s in the queue, ${answer.queueSize} left.`);
     } catch (err) {
@@ -274,6 +287,165 @@ function setUpQueue() {
     refreshQueue();
   });
   refreshQueue();
+}
+
+// ---------------------------------------------------------------- worker (leases)
+
+// The leases this page holds, by task id: { task, priority, attempt, maxAttempts, leaseId, leaseExpiresAt }.
+const held = new Map();
+let heldTimer = null;
+const DEAD_PAGE = 20;
+
+/** Renders the held leases, each with its time left and its Ack and Nack buttons. */
+function renderHeld() {
+  const list = $('held');
+  const now = Date.now();
+  list.replaceChildren(
+    ...[...held.entries()].map(([id, lease]) => {
+      const left = Math.max(0, Math.ceil((lease.leaseExpiresAt - now) / 1000));
+      return row(id, lease.task, `priority ${lease.priority}, attempt ${lease.attempt} of ${lease.maxAttempts}, lease ends in ${left} s`, [
+        ['Ack', 'ack', () => settle(id, 'ack')],
+        ['Nack', 'nack', () => settle(id, 'nack')],
+      ]);
+    }),
+  );
+  $('held-count').textContent = String(held.size);
+  $('held-empty').hidden = held.size > 0;
+  // A one-second tick keeps the time left current while any lease is held.
+  if (held.size > 0 && heldTimer === null) heldTimer = setInterval(renderHeld, 1000);
+  if (held.size === 0 && heldTimer !== null) {
+    clearInterval(heldTimer);
+    heldTimer = null;
+  }
+}
+
+/** One row of a list: the task's text, a detail line and buttons. */
+function row(id, text, detail, buttons, detailIsError = false) {
+  const item = document.createElement('li');
+  item.className = 'row';
+  item.dataset.id = id;
+  const what = document.createElement('span');
+  what.className = 'what';
+  what.textContent = text;
+  const line = document.createElement('span');
+  line.className = detailIsError ? 'detail error' : 'detail';
+  line.textContent = detail;
+  const actions = document.createElement('span');
+  actions.className = 'actions';
+  for (const [label, name, onClick] of buttons) {
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = 'small';
+    button.dataset.action = name;
+    button.textContent = label;
+    button.addEventListener('click', onClick);
+    actions.append(button);
+  }
+  item.append(what, line, actions);
+  return item;
+}
+
+/** Acknowledges or nacks a held lease; a lost lease (409) or a vanished task (404) is let go. */
+async function settle(id, action) {
+  const lease = held.get(id);
+  if (!lease) return;
+  const result = $('worker-result');
+  const body = { leaseId: lease.leaseId };
+  if (action === 'nack') body.error = $('nack-error').value || undefined;
+  try {
+    const answer = await api(`/tasks/${encodeURIComponent(id)}/${action}`, { method: 'POST', body, token: session?.token });
+    held.delete(id);
+    if (action === 'ack') {
+      show(result, `${answer.message}: "${lease.task}". It is gone for good.`);
+    } else if (answer.state === 'dead') {
+      show(result, `Nacked "${lease.task}": out of attempts, dead-lettered.`);
+    } else {
+      show(result, `Nacked "${lease.task}": delivered again at ${clock(new Date(answer.availableAt))}.`);
+    }
+  } catch (err) {
+    if (err instanceof ApiError && (err.status === 409 || err.status === 404)) held.delete(id);
+    showError(result, err);
+  }
+  renderHeld();
+  refreshQueueSoon();
+}
+
+/** Lets go of a lease the event stream says this page no longer holds. */
+function onQueueEvent(data) {
+  const lease = held.get(data.taskId);
+  if (!lease) return;
+  if (data.event === 'queue.expired' || data.event === 'queue.deleted') {
+    held.delete(data.taskId);
+    show($('worker-result'), `The lease on "${lease.task}" ran out: the task is someone else's now.`, false);
+    renderHeld();
+  }
+}
+
+async function refreshDead() {
+  const list = $('dead');
+  try {
+    const page = await api(`/queue/dead?limit=${DEAD_PAGE}`, { token: session?.token });
+    list.replaceChildren(
+      ...page.tasks.map((task) =>
+        row(task.id, task.task, `priority ${task.priority}, ${task.attempt} attempts${task.lastError ? `: ${task.lastError}` : ''}`, [
+          ['Retry', 'retry', () => dead(task, 'retry')],
+          ['Delete', 'delete', () => dead(task, 'delete')],
+        ], true),
+      ),
+    );
+    $('dead-empty').textContent = page.next ? `More than ${DEAD_PAGE}: the oldest are shown.` : 'None.';
+    $('dead-empty').hidden = page.tasks.length > 0 && !page.next;
+  } catch (err) {
+    list.replaceChildren();
+    $('dead-empty').hidden = false;
+    $('dead-empty').textContent = err instanceof ApiError ? err.describe() : String(err);
+  }
+}
+
+/** Retries a dead letter (queued again, attempts reset) or deletes it. */
+async function dead(task, action) {
+  const result = $('worker-result');
+  const id = encodeURIComponent(task.id);
+  try {
+    if (action === 'retry') {
+      await api(`/queue/dead/${id}/retry`, { method: 'POST', token: session?.token });
+      show(result, `"${task.task}" is queued again with its attempts reset.`);
+    } else {
+      await api(`/queue/dead/${id}`, { method: 'DELETE', token: session?.token });
+      show(result, `"${task.task}" deleted.`);
+    }
+  } catch (err) {
+    showError(result, err);
+  }
+  refreshQueueSoon();
+}
+
+function setUpWorker() {
+  $('lease-form').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const result = $('worker-result');
+    const button = $('lease-submit');
+    const body = {
+      count: $('lease-count').valueAsNumber,
+      leaseMs: $('lease-ms').valueAsNumber,
+      waitMs: $('lease-wait').valueAsNumber,
+    };
+    button.disabled = true;
+    try {
+      const answer = await api('/tasks/lease', { method: 'POST', body, token: session?.token });
+      for (const task of answer.tasks) held.set(task.id, task);
+      show(result, answer.tasks.length
+        ? `Leased ${answer.tasks.map((task) => `"${task.task}"`).join(', ')}.`
+        : `Nothing to lease${body.waitMs > 0 ? ` within ${body.waitMs} ms` : ''}.`, answer.tasks.length > 0);
+    } catch (err) {
+      showError(result, err);
+    }
+    button.disabled = false;
+    renderHeld();
+    refreshQueueSoon();
+  });
+  renderHeld();
+  refreshDead();
 }
 
 // ---------------------------------------------------------------- CPU-heavy work
@@ -511,6 +683,7 @@ async function showVersion() {
 setUpFeed();
 setUpAuth();
 setUpQueue();
+setUpWorker();
 setUpHeavy();
 setUpStream();
 showVersion();
