@@ -31,6 +31,7 @@ fn service(config: &Config) -> AuthService {
         backflow::store::local_login_failures(config),
         Arc::new(MemoryEventBus::new(0)),
     )
+    .expect("the bench users need no dummy hash")
 }
 
 fn jwt(c: &mut Criterion) {

@@ -126,12 +126,13 @@ impl AppState {
             shutdown.clone(),
         ));
         let subscribers = SubscriberLimit::new(config.events.sse_max_connections);
-        let auth = Arc::new(AuthService::new(
-            &config,
-            revocations,
-            login_failures,
-            events.clone(),
-        ));
+        let auth = AuthService::new(&config, revocations, login_failures, events.clone()).map_err(
+            |err| StartupError::Component {
+                component: "password verification",
+                message: err.to_string(),
+            },
+        )?;
+        let auth = Arc::new(auth);
         tasks.spawn(auth::run_sweeper(auth.clone(), shutdown.clone()));
         let queue = TaskQueue::new(
             queue,

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::auth::access::Scope;
 use crate::fault::{STORE_RETRY_AFTER, StoreError};
 
 /// Why a bearer token was refused; each maps to the contract's 401 message.
@@ -81,6 +82,9 @@ pub enum ApiError {
     /// Bearer authentication failed.
     #[error("{}", auth_message(*.0))]
     Unauthorized(AuthFailure),
+    /// A valid token without the scope the route needs.
+    #[error("This token lacks the `{}` scope this route needs", .0.as_str())]
+    InsufficientScope(Scope),
     /// Login with a wrong username or password.
     #[error("Invalid credentials")]
     InvalidCredentials,
@@ -148,6 +152,15 @@ fn auth_message(failure: AuthFailure) -> &'static str {
     }
 }
 
+/// The RFC 6750 challenge of a token that lacks `scope`.
+fn insufficient_scope_challenge(scope: Scope) -> HeaderValue {
+    HeaderValue::from_static(match scope {
+        Scope::Enqueue => r#"Bearer realm="backflow", error="insufficient_scope", scope="enqueue""#,
+        Scope::Consume => r#"Bearer realm="backflow", error="insufficient_scope", scope="consume""#,
+        Scope::Compute => r#"Bearer realm="backflow", error="insufficient_scope", scope="compute""#,
+    })
+}
+
 /// The JSON body of every error response.
 // Also the `ErrorBody` schema of the OpenAPI document, so the documented shape and the one sent
 // cannot drift apart.
@@ -193,6 +206,7 @@ impl ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized(_) | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } | Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -219,6 +233,7 @@ impl ApiError {
             Self::Unauthorized(AuthFailure::InvalidToken) => "invalid_token",
             Self::Unauthorized(AuthFailure::RevokedToken) => "token_revoked",
             Self::InvalidCredentials => "invalid_credentials",
+            Self::InsufficientScope(_) => "insufficient_scope",
             Self::RateLimited { .. } => "rate_limited",
             Self::Store(_) => "store_unavailable",
             Self::Timeout => "timeout",
@@ -294,6 +309,12 @@ impl IntoResponse for ApiError {
                 headers.insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static(challenge),
+                );
+            }
+            Self::InsufficientScope(scope) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    insufficient_scope_challenge(*scope),
                 );
             }
             Self::InvalidCredentials => {

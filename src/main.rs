@@ -3,6 +3,8 @@
 //! - `backflow`: parse configuration, start logging, serve until SIGINT/SIGTERM.
 //! - `backflow healthcheck`: exit 0 when the local server answers `/health` (for container
 //!   health checks, so the runtime image needs no curl).
+//! - `backflow hash-password`: reads a password on standard input (its first line) and prints
+//!   its argon2id PHC string for `AUTH_USERS`, with the `ARGON2_*` costs of the environment.
 //! - `backflow fib-worker <n>`: worker mode of `/heavy-task-child`; prints `{"n":..,"result":..}`
 //!   on one line and exits. The server starts its own binary this way instead of forking.
 
@@ -28,10 +30,11 @@ fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         None | Some("serve") => serve(),
         Some("healthcheck") => healthcheck(),
+        Some("hash-password") => hash_password(),
         Some(child::WORKER_COMMAND) => fib_worker(),
         Some(other) => {
             eprintln!(
-                "backflow: unknown command {other:?}; expected `serve`, `healthcheck` or `{}`",
+                "backflow: unknown command {other:?}; expected `serve`, `healthcheck`, `hash-password` or `{}`",
                 child::WORKER_COMMAND
             );
             ExitCode::from(2)
@@ -83,6 +86,32 @@ fn healthcheck() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => fail(&"health check answered with a non-200 status"),
         Err(err) => fail(&format!("health check failed: {err}")),
+    }
+}
+
+/// Prints the PHC string of the password on the first line of standard input.
+fn hash_password() -> ExitCode {
+    let params = match backflow::config::hash_params_from_lookup(|name| std::env::var(name).ok()) {
+        Ok(params) => params,
+        Err(err) => return fail(&err),
+    };
+    let mut line = String::new();
+    if let Err(err) = std::io::stdin().read_line(&mut line) {
+        return fail(&format!(
+            "cannot read the password from standard input: {err}"
+        ));
+    }
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        return fail(&"hash-password: the password on standard input is empty");
+    }
+    match backflow::auth::password::hash_password(password, params) {
+        Ok(phc) => {
+            println!("{phc}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => fail(&format!("hash-password: {err}")),
     }
 }
 

@@ -23,6 +23,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi, RefOr};
 use utoipa::{Modify, OpenApi as _};
 
+use crate::auth::access::RouteGroup;
 use crate::config::Config;
 
 /// Tag names, one per area of the API; handlers refer to them in `#[utoipa::path(tag = ..)]`.
@@ -184,10 +185,16 @@ impl ApiDocument {
     /// serializes it.
     pub fn new(mut api: OpenApi, config: &Config) -> Self {
         apply_configured_limits(&mut api, config);
+        if !config.auth.dequeue_on_get
+            && let Some(item) = api.paths.paths.get_mut("/dequeue")
+        {
+            item.get = None;
+        }
         distinguish_shared_operations(&mut api);
-        let json = api
-            .to_json()
+        let mut document = serde_json::to_value(&api)
             .expect("an OpenAPI document is plain data and always serializes");
+        apply_access(&mut document, config);
+        let json = serde_json::to_vec(&document).expect("a JSON value always serializes");
         Self(Bytes::from(json))
     }
 }
@@ -218,6 +225,91 @@ fn apply_configured_limits(api: &mut OpenApi, config: &Config) {
             config.compute.worker_max_n,
         );
     }
+}
+
+/// The route group of the operations of a tag, for `PROTECTED_ROUTES`.
+fn group_of_tag(tag: &str) -> Option<RouteGroup> {
+    match tag {
+        tags::QUEUE => Some(RouteGroup::Queue),
+        tags::COMPUTE => Some(RouteGroup::Compute),
+        tags::STREAMING => Some(RouteGroup::Stream),
+        tags::NOTIFICATIONS => Some(RouteGroup::Notifications),
+        _ => None,
+    }
+}
+
+/// The routes of protected groups keep the bearer requirement their handlers declare and gain
+/// its refusals (401, and 403 where a scope is needed); the others lose it, since this server
+/// serves them to anyone.
+fn apply_access(document: &mut serde_json::Value, config: &Config) {
+    let Some(paths) = document
+        .get_mut("paths")
+        .and_then(serde_json::Value::as_object_mut)
+    else {
+        return;
+    };
+    for operation in paths
+        .values_mut()
+        .filter_map(serde_json::Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+        .filter_map(serde_json::Value::as_object_mut)
+    {
+        let group = operation
+            .get("tags")
+            .and_then(|tags| tags.get(0))
+            .and_then(serde_json::Value::as_str)
+            .and_then(group_of_tag);
+        let Some(group) = group else { continue };
+        if !config.auth.protected_routes.contains(group) {
+            operation.remove("security");
+            continue;
+        }
+        let scope = operation
+            .get("security")
+            .and_then(|security| security.pointer(&format!("/0/{BEARER_AUTH}/0")))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned);
+        let Some(responses) = operation
+            .get_mut("responses")
+            .and_then(serde_json::Value::as_object_mut)
+        else {
+            continue;
+        };
+        responses.insert(
+            "401".into(),
+            refusal(
+                "`token_required` (Access token required), `invalid_token` (Invalid or expired \
+                 token) or `token_revoked` (Token has been invalidated): this route's group is \
+                 in `PROTECTED_ROUTES`",
+            ),
+        );
+        if let Some(scope) = scope {
+            responses.insert(
+                "403".into(),
+                refusal(&format!(
+                    "`insufficient_scope`: the token lacks the `{scope}` scope \
+                     (`WWW-Authenticate: Bearer error=\"insufficient_scope\", \
+                     scope=\"{scope}\"`)"
+                )),
+            );
+        }
+    }
+}
+
+/// A refusal of a bearer route: the error body and the `WWW-Authenticate` challenge.
+fn refusal(description: &str) -> serde_json::Value {
+    serde_json::json!({
+        "description": description,
+        "headers": {
+            "WWW-Authenticate": {
+                "description": "The Bearer challenge (RFC 6750)",
+                "schema": {"type": "string"},
+            },
+        },
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}},
+        },
+    })
 }
 
 /// Sets `maximum` on the schema of query parameter `name` of `GET path`, and lowers its

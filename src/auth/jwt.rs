@@ -1,7 +1,9 @@
 //! Issuing and verifying the HS256 access tokens.
 //!
 //! The verifier is deliberately narrow: the algorithm is pinned to HS256 (so `alg: none` and
-//! algorithm-substitution tokens are refused before any signature work), `exp` is required, the
+//! algorithm-substitution tokens are refused before any signature work), `exp`, `iss` and `aud`
+//! are required (`iss` and `aud` equal to `JWT_ISSUER` and `JWT_AUDIENCE`, so a token minted
+//! for another service sharing the key is refused), the
 //! clock leeway is an explicit constant rather than the library's 60 s default, and the payload
 //! must carry every claim of [`Claims`]. Any failure is reported as one opaque
 //! [`InvalidToken`]: the client is told "invalid or expired", never which check failed.
@@ -12,6 +14,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::access::Scopes;
 use crate::config::JwtSecret;
 
 /// Seconds a token is still accepted after its `exp`. JWT times have one-second granularity, so
@@ -48,6 +51,12 @@ pub struct Claims {
     pub iat: u64,
     /// Expires at, Unix seconds.
     pub exp: u64,
+    /// Issuer: `JWT_ISSUER`.
+    pub iss: String,
+    /// Audience: `JWT_AUDIENCE`.
+    pub aud: String,
+    /// The user's scopes, space-separated (RFC 6749 section 3.3), e.g. `"enqueue consume"`.
+    pub scope: String,
 }
 
 /// A token that failed verification, for whatever reason (deliberately not said).
@@ -61,6 +70,8 @@ pub struct TokenCodec {
     decoding: DecodingKey,
     validation: Validation,
     lifetime: Duration,
+    issuer: String,
+    audience: String,
 }
 
 impl std::fmt::Debug for TokenCodec {
@@ -72,17 +83,22 @@ impl std::fmt::Debug for TokenCodec {
 }
 
 impl TokenCodec {
-    /// A codec for `secret` issuing tokens valid for `lifetime` (whole seconds).
-    pub fn new(secret: &JwtSecret, lifetime: Duration) -> Self {
+    /// A codec for `secret` issuing tokens valid for `lifetime` (whole seconds), from `issuer`
+    /// to `audience`, and accepting only those.
+    pub fn new(secret: &JwtSecret, lifetime: Duration, issuer: &str, audience: &str) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECONDS;
         validation.validate_exp = true;
-        validation.set_required_spec_claims(&["exp"]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
         Self {
             encoding: EncodingKey::from_secret(secret.as_bytes()),
             decoding: DecodingKey::from_secret(secret.as_bytes()),
             validation,
             lifetime,
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
         }
     }
 
@@ -91,11 +107,12 @@ impl TokenCodec {
         self.lifetime
     }
 
-    /// Signs a fresh token for this user, issued at `now` (Unix seconds).
+    /// Signs a fresh token for this user and its scopes, issued at `now` (Unix seconds).
     pub fn issue(
         &self,
         user_id: u64,
         username: &str,
+        scopes: Scopes,
         now: u64,
     ) -> Result<(String, Claims), jsonwebtoken::errors::Error> {
         let claims = Claims {
@@ -104,6 +121,9 @@ impl TokenCodec {
             jti: Uuid::new_v4(),
             iat: now,
             exp: now.saturating_add(self.lifetime.as_secs()),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            scope: scopes.to_string(),
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
         Ok((token, claims))
@@ -139,7 +159,12 @@ mod tests {
     use super::*;
 
     fn codec(secret: &str) -> TokenCodec {
-        TokenCodec::new(&JwtSecret::new(secret), Duration::from_secs(3600))
+        TokenCodec::new(
+            &JwtSecret::new(secret),
+            Duration::from_secs(3600),
+            "backflow",
+            "backflow",
+        )
     }
 
     fn now() -> u64 {
@@ -149,7 +174,7 @@ mod tests {
     #[test]
     fn issued_token_verifies_to_the_same_claims() {
         let codec = codec("a-secret");
-        let (token, claims) = codec.issue(7, "alice", now()).expect("signed");
+        let (token, claims) = codec.issue(7, "alice", Scopes::ALL, now()).expect("signed");
         assert_eq!(claims.exp - claims.iat, 3600);
         assert_eq!(codec.verify(&token), Ok(claims));
     }
@@ -157,15 +182,32 @@ mod tests {
     #[test]
     fn each_token_has_a_fresh_id() {
         let codec = codec("a-secret");
-        let (_, a) = codec.issue(1, "a", now()).expect("signed");
-        let (_, b) = codec.issue(1, "a", now()).expect("signed");
+        let (_, a) = codec.issue(1, "a", Scopes::ALL, now()).expect("signed");
+        let (_, b) = codec.issue(1, "a", Scopes::ALL, now()).expect("signed");
         assert_ne!(a.jti, b.jti);
         assert_eq!(a.jti.get_version_num(), 4);
     }
 
     #[test]
+    fn another_issuer_or_audience_is_refused() {
+        let secret = JwtSecret::new("k");
+        let ttl = Duration::from_secs(60);
+        let (token, claims) = TokenCodec::new(&secret, ttl, "other", "backflow")
+            .issue(1, "a", Scopes::ALL, now())
+            .expect("signed");
+        assert_eq!(claims.scope, "enqueue consume compute");
+        assert_eq!(codec("k").verify(&token), Err(InvalidToken));
+        let (token, _) = TokenCodec::new(&secret, ttl, "backflow", "other")
+            .issue(1, "a", Scopes::ALL, now())
+            .expect("signed");
+        assert_eq!(codec("k").verify(&token), Err(InvalidToken));
+    }
+
+    #[test]
     fn another_key_is_refused() {
-        let (token, _) = codec("key-one").issue(1, "a", now()).expect("signed");
+        let (token, _) = codec("key-one")
+            .issue(1, "a", Scopes::ALL, now())
+            .expect("signed");
         assert_eq!(codec("key-two").verify(&token), Err(InvalidToken));
     }
 
@@ -173,7 +215,7 @@ mod tests {
     fn expired_beyond_the_leeway_is_refused() {
         let codec = codec("k");
         let issued = now() - 3600 - LEEWAY_SECONDS - 2;
-        let (token, _) = codec.issue(1, "a", issued).expect("signed");
+        let (token, _) = codec.issue(1, "a", Scopes::ALL, issued).expect("signed");
         assert_eq!(codec.verify(&token), Err(InvalidToken));
     }
 

@@ -1,7 +1,9 @@
 //! JWT authentication: login, token verification, logout by revocation.
 //!
 //! [`AuthService`] ties the parts together and is what the HTTP layer calls:
-//! - [`users`]: the configured users and a constant-time credential check;
+//! - [`users`]: the configured users and a credential check that timing does not betray;
+//! - [`password`]: argon2id hashes, verified on the blocking pool, a bounded number at once;
+//! - [`access`]: scopes and the route groups `PROTECTED_ROUTES` names;
 //! - [`jwt`]: HS256 tokens with a pinned algorithm and an explicit leeway;
 //! - [`revocation`]: the list of logged-out tokens, bounded by their expiry and a hard cap,
 //!   behind the [`RevocationStore`] of the configured `STORE`;
@@ -9,11 +11,14 @@
 //!   client and per account;
 //! - [`verified`]: tokens already verified, so a client's repeated token is checked once.
 //!
-//! The service publishes `auth.login` and `auth.logout` itself, carrying the username only:
-//! never a token, a token id or a password. A background sweep (see [`run_sweeper`]) forgets
+//! The service publishes `auth.login` and `auth.logout` itself, and says nothing of who: the
+//! event stream is public, so it never carries a username, a token, a token id or a password.
+//! A background sweep (see [`run_sweeper`]) forgets
 //! expired revocations and rested clients.
 
+pub mod access;
 pub mod jwt;
+pub mod password;
 pub mod rate_limit;
 pub mod revocation;
 pub mod users;
@@ -30,6 +35,7 @@ use crate::config::Config;
 use crate::events::{self, EventBus, Level, NewEvent};
 use crate::fault::StoreError;
 use crate::shutdown::Shutdown;
+use access::Scopes;
 use jwt::{Claims, TokenCodec};
 use rate_limit::{BudgetError, LoginFailures, RetryAfter, SuccessfulLogins};
 use users::UserDirectory;
@@ -99,6 +105,15 @@ pub enum LogoutError {
     NotRecorded(#[from] RevokeError),
 }
 
+/// What a verified, configured user's token grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's claims.
+    pub claims: Claims,
+    /// The scopes of its `scope` claim that its user still has.
+    pub scopes: Scopes,
+}
+
 /// A freshly issued token.
 #[derive(Debug, Clone)]
 pub struct IssuedToken {
@@ -133,21 +148,30 @@ impl AuthService {
     /// A service for `config`'s users, key and successful-login budget, revoking into
     /// `revocations`, counting failures in `failures` and announcing logins and logouts on
     /// `events`.
+    ///
+    /// Fails when the dummy hash for unknown users cannot be made (argon2 refused the
+    /// configured users' parameters).
     pub fn new(
         config: &Config,
         revocations: Arc<dyn RevocationStore>,
         failures: Arc<dyn LoginFailures>,
         events: Arc<dyn EventBus>,
-    ) -> Self {
-        Self {
-            users: UserDirectory::new(&config.auth.users),
-            tokens: TokenCodec::new(&config.auth.jwt_secret, config.auth.jwt_ttl),
+    ) -> Result<Self, argon2::Error> {
+        let auth = &config.auth;
+        Ok(Self {
+            users: UserDirectory::new(&auth.users, auth.login_verify_max_concurrent)?,
+            tokens: TokenCodec::new(
+                &auth.jwt_secret,
+                auth.jwt_ttl,
+                &auth.jwt_issuer,
+                &auth.jwt_audience,
+            ),
             verified: VerifiedTokens::new(config.auth.token_cache_capacity),
             revocations,
             events,
             failures,
             successes: SuccessfulLogins::new(config.auth.login_success_max_per_minute),
-        }
+        })
     }
 
     /// Checks `username`/`password` for a login from `client`, issues a token and publishes
@@ -159,44 +183,50 @@ impl AuthService {
         password: &str,
     ) -> Result<IssuedToken, LoginError> {
         self.failures.check(client).await?;
-        let Some(user) = self.users.authenticate(username, password) else {
+        let Some(user) = self.users.authenticate(username, password).await else {
             self.failures.record_failure(client).await?;
             return Err(LoginError::InvalidCredentials);
         };
         self.successes
             .spend(client, user.id)
             .map_err(LoginError::TooManyLogins)?;
-        let (token, claims) = self
-            .tokens
-            .issue(user.id, &user.username, clock::unix_seconds())?;
-        let username = &claims.username;
-        let event = NewEvent::app(
-            "auth.login",
-            Level::Success,
-            format_args!("{username} logged in"),
-        )
-        .with("username", username);
+        let (token, claims) =
+            self.tokens
+                .issue(user.id, &user.username, user.scopes, clock::unix_seconds())?;
+        let event = NewEvent::app("auth.login", Level::Success, "Login succeeded");
         events::announce(&*self.events, event).await;
         Ok(IssuedToken { token, claims })
     }
 
-    /// The claims of `token` if it is valid and not revoked. A token seen before is found in
-    /// the cache of verified tokens instead of being verified again; revocation is checked
-    /// every time, and a token whose revocation cannot be checked is refused.
-    pub async fn authenticate(&self, token: &str) -> Result<Claims, TokenError> {
+    /// What `token` grants if it is valid, its user is still configured, and it is not
+    /// revoked. A token seen before is found in the cache of verified tokens instead of being
+    /// verified again; revocation is checked every time, and a token whose revocation cannot
+    /// be checked is refused.
+    pub async fn authenticate(&self, token: &str) -> Result<Arc<Principal>, TokenError> {
         let now = clock::unix_seconds();
-        let claims = match self.verified.get(token, now) {
-            Some(claims) => claims,
+        let principal = match self.verified.get(token, now) {
+            Some(principal) => principal,
             None => {
                 let claims = self.tokens.verify(token).map_err(|_| TokenError::Invalid)?;
-                self.verified.insert(token, &claims);
-                claims
+                let Some(user_scopes) = self.users.current_scopes(claims.user_id, &claims.username)
+                else {
+                    tracing::debug!("token refused: its user is no longer configured");
+                    return Err(TokenError::Invalid);
+                };
+                let scopes = Scopes::from_claim(&claims.scope).intersection(user_scopes);
+                let principal = Arc::new(Principal { claims, scopes });
+                self.verified.insert(token, &principal);
+                principal
             }
         };
-        if self.revocations.is_revoked(claims.jti, now).await? {
+        if self
+            .revocations
+            .is_revoked(principal.claims.jti, now)
+            .await?
+        {
             return Err(TokenError::Revoked);
         }
-        Ok(claims)
+        Ok(principal)
     }
 
     /// Revokes the token with these (verified) claims until it expires, and publishes
@@ -214,13 +244,7 @@ impl AuthService {
             Revocation::Revoked => {}
             Revocation::AlreadyRevoked => return Err(LogoutError::AlreadyRevoked),
         }
-        let username = &claims.username;
-        let event = NewEvent::app(
-            "auth.logout",
-            Level::Info,
-            format_args!("{username} logged out"),
-        )
-        .with("username", username);
+        let event = NewEvent::app("auth.logout", Level::Info, "Logout succeeded");
         events::announce(&*self.events, event).await;
         Ok(())
     }
@@ -294,6 +318,7 @@ mod tests {
             Arc::new(LoginRateLimiter::new(config.auth.login_max_per_minute)),
             Arc::new(MemoryEventBus::new(16)),
         )
+        .expect("auth service")
     }
 
     #[tokio::test]
@@ -303,10 +328,9 @@ mod tests {
             .login(CLIENT, "admin", "admin123")
             .await
             .expect("logged in");
-        assert_eq!(
-            auth.authenticate(&issued.token).await,
-            Ok(issued.claims.clone())
-        );
+        let principal = auth.authenticate(&issued.token).await.expect("valid");
+        assert_eq!(principal.claims, issued.claims);
+        assert_eq!(principal.scopes, Scopes::ALL);
         auth.logout(&issued.claims).await.expect("logged out");
         assert_eq!(
             auth.authenticate(&issued.token).await,

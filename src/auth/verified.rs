@@ -2,8 +2,10 @@
 //!
 //! A client sends the same bearer token with every request for the token's whole lifetime, and
 //! verifying it again each time (two base64 decodes, an HMAC, two JSON parses) is most of what a
-//! protected route costs. The cache maps the token's exact text to its claims, as API gateways
-//! do (Envoy's `jwt_authn` filter keeps the same kind of cache):
+//! protected route costs. The cache maps the token's exact text to its verified
+//! [`Principal`] (the claims, and the scopes they grant while the user is configured), as API
+//! gateways do (Envoy's `jwt_authn` filter keeps the same kind of cache); so a scope check is
+//! one bit test on a cached value:
 //!
 //! - only tokens that passed [`TokenCodec::verify`](super::jwt::TokenCodec::verify) are stored,
 //!   and a hit needs the very same bytes, so no unverified token can ever be served from it;
@@ -13,15 +15,19 @@
 //! - it holds at most `TOKEN_CACHE_CAPACITY` tokens (about 400 bytes each), evicting the least
 //!   useful ones (quick_cache's S3-FIFO-like policy); 0 turns it off.
 //!
-//! The signing key never changes while the process runs, so a cached verdict cannot go stale.
+//! The signing key and the users never change while the process runs, so a cached verdict
+//! cannot go stale.
+
+use std::sync::Arc;
 
 use quick_cache::sync::Cache;
 
-use super::jwt::{self, Claims};
+use super::Principal;
+use super::jwt;
 
-/// Verified tokens and their claims.
+/// Verified tokens and what they grant.
 pub struct VerifiedTokens {
-    cache: Option<Cache<Box<str>, Claims>>,
+    cache: Option<Cache<Box<str>, Arc<Principal>>>,
 }
 
 impl std::fmt::Debug for VerifiedTokens {
@@ -40,23 +46,23 @@ impl VerifiedTokens {
         }
     }
 
-    /// The claims of `token` if it was verified before and has not expired at `now` (Unix
+    /// What `token` grants if it was verified before and has not expired at `now` (Unix
     /// seconds). An expired entry is dropped, so the caller's full verification reports it.
-    pub fn get(&self, token: &str, now: u64) -> Option<Claims> {
+    pub fn get(&self, token: &str, now: u64) -> Option<Arc<Principal>> {
         let cache = self.cache.as_ref()?;
-        let claims = cache.get(token)?;
-        if jwt::accepted_at(claims.exp, now) {
-            Some(claims)
+        let principal = cache.get(token)?;
+        if jwt::accepted_at(principal.claims.exp, now) {
+            Some(principal)
         } else {
             cache.remove(token);
             None
         }
     }
 
-    /// Remembers that `token` verified to `claims`.
-    pub fn insert(&self, token: &str, claims: &Claims) {
+    /// Remembers that `token` verified to `principal`.
+    pub fn insert(&self, token: &str, principal: &Arc<Principal>) {
         if let Some(cache) = &self.cache {
-            cache.insert(token.into(), claims.clone());
+            cache.insert(token.into(), principal.clone());
         }
     }
 
@@ -74,16 +80,23 @@ impl VerifiedTokens {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::jwt::LEEWAY_SECONDS;
+    use crate::auth::access::Scopes;
+    use crate::auth::jwt::{Claims, LEEWAY_SECONDS};
 
-    fn claims(exp: u64) -> Claims {
-        Claims {
-            user_id: 1,
-            username: "admin".into(),
-            jti: uuid::Uuid::new_v4(),
-            iat: exp.saturating_sub(3600),
-            exp,
-        }
+    fn claims(exp: u64) -> Arc<Principal> {
+        Arc::new(Principal {
+            claims: Claims {
+                user_id: 1,
+                username: "admin".into(),
+                jti: uuid::Uuid::new_v4(),
+                iat: exp.saturating_sub(3600),
+                exp,
+                iss: "backflow".into(),
+                aud: "backflow".into(),
+                scope: Scopes::ALL.to_string(),
+            },
+            scopes: Scopes::ALL,
+        })
     }
 
     #[test]

@@ -21,7 +21,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
-pub use auth::{AuthConfig, DEMO_USERS, JwtSecret, MIN_PRODUCTION_SECRET_BYTES, UserCredential};
+pub use auth::{
+    AuthConfig, DEFAULT_TOKEN_PARTY, DEMO_USERS, JwtSecret, MIN_PRODUCTION_SECRET_BYTES,
+    UserCredential, hash_params_from_lookup,
+};
 pub use compute::{ComputeConfig, HeavyPool};
 pub use events::{DEFAULT_SSE_MAX_CONNECTIONS, EventsConfig};
 pub use queue::QueueConfig;
@@ -113,7 +116,7 @@ impl Config {
                 ));
             }
         };
-        Ok(Self {
+        let config = Self {
             app_env,
             auth: AuthConfig::from_env(&env, app_env)?,
             server: ServerConfig::from_env(&env, app_env)?,
@@ -122,7 +125,14 @@ impl Config {
             stream: StreamConfig::from_env(&env)?,
             compute: ComputeConfig::from_env(&env)?,
             queue: QueueConfig::from_env(&env)?,
-        })
+        };
+        if app_env == AppEnv::Production && config.compute.enable_blocking_demo {
+            return Err(ConfigError::new(
+                "ENABLE_BLOCKING_DEMO",
+                "must be false in production: the demo blocks the async runtime on purpose",
+            ));
+        }
+        Ok(config)
     }
 
     /// `true` in `APP_ENV=development`.

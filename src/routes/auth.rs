@@ -6,6 +6,8 @@
 //!
 //! The auth service publishes the `auth.login` / `auth.logout` application events itself.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::{FromRef, FromRequestParts, State};
 use axum::http::request::Parts;
@@ -18,7 +20,7 @@ use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::auth::jwt::{Claims, format_lifetime};
-use crate::auth::{LoginError, LogoutError, RevokeError, TokenError};
+use crate::auth::{LoginError, LogoutError, Principal, RevokeError, TokenError};
 use crate::client_ip::ClientIp;
 use crate::error::{ApiError, AuthFailure, ErrorBody};
 use crate::extract::ApiJson;
@@ -36,9 +38,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 const UNAUTHORIZED: &str = "`token_required` (Access token required), `invalid_token` (Invalid or \
 expired token) or `token_revoked` (Token has been invalidated)";
 
-/// The verified, unrevoked claims of the request's bearer token.
+/// What the request's verified, unrevoked bearer token grants.
 #[derive(Debug, Clone)]
-pub struct AuthUser(pub Claims);
+pub struct AuthUser(pub Arc<Principal>);
 
 impl<S> FromRequestParts<S> for AuthUser
 where
@@ -48,16 +50,28 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(&parts.headers)
-            .ok_or(ApiError::Unauthorized(AuthFailure::MissingToken))?;
-        let state = AppState::from_ref(state);
-        match state.auth.authenticate(token).await {
-            Ok(claims) => Ok(AuthUser(claims)),
-            Err(TokenError::Invalid) => Err(ApiError::Unauthorized(AuthFailure::InvalidToken)),
-            Err(TokenError::Revoked) => Err(ApiError::Unauthorized(AuthFailure::RevokedToken)),
-            Err(TokenError::Store(err)) => Err(ApiError::Store(err)),
-        }
+        authenticate(parts, &AppState::from_ref(state))
+            .await
+            .map(AuthUser)
     }
+}
+
+/// What the request's bearer token grants, or the contract's 401.
+pub(super) async fn authenticate(
+    parts: &Parts,
+    state: &AppState,
+) -> Result<Arc<Principal>, ApiError> {
+    let token =
+        bearer_token(&parts.headers).ok_or(ApiError::Unauthorized(AuthFailure::MissingToken))?;
+    state
+        .auth
+        .authenticate(token)
+        .await
+        .map_err(|err| match err {
+            TokenError::Invalid => ApiError::Unauthorized(AuthFailure::InvalidToken),
+            TokenError::Revoked => ApiError::Unauthorized(AuthFailure::RevokedToken),
+            TokenError::Store(err) => ApiError::Store(err),
+        })
 }
 
 /// The token of an `Authorization: Bearer <token>` header; the scheme is case-insensitive
@@ -177,7 +191,7 @@ async fn login(
         LoginError::Signing(err) => ApiError::Internal(err.to_string()),
         LoginError::Store(err) => ApiError::Store(err),
     })?;
-    tracing::info!(username = %issued.claims.username, "login succeeded");
+    tracing::info!(user_id = issued.claims.user_id, "login succeeded");
     Ok(Json(LoginResponse {
         message: "Login successful",
         token: issued.token,
@@ -218,9 +232,10 @@ struct LogoutResponse {
 )]
 async fn logout(
     State(state): State<AppState>,
-    AuthUser(claims): AuthUser,
+    AuthUser(principal): AuthUser,
 ) -> Result<Json<LogoutResponse>, ApiError> {
-    state.auth.logout(&claims).await.map_err(|err| match err {
+    let claims = &principal.claims;
+    state.auth.logout(claims).await.map_err(|err| match err {
         LogoutError::AlreadyRevoked => ApiError::Unauthorized(AuthFailure::RevokedToken),
         LogoutError::NotRecorded(RevokeError::Full { capacity }) => {
             tracing::warn!(capacity, "logout refused: the revocation list is full");
@@ -236,7 +251,7 @@ async fn logout(
         }
         LogoutError::NotRecorded(RevokeError::Store(err)) => ApiError::Store(err),
     })?;
-    tracing::info!(username = %claims.username, "logout");
+    tracing::info!(user_id = claims.user_id, "logout");
     Ok(Json(LogoutResponse {
         message: "Logged out successfully",
     }))
@@ -268,10 +283,10 @@ struct ProtectedResponse {
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
 )]
-async fn protected(AuthUser(claims): AuthUser) -> Json<ProtectedResponse> {
+async fn protected(AuthUser(principal): AuthUser) -> Json<ProtectedResponse> {
     Json(ProtectedResponse {
         message: "This is a protected route",
-        user: claims,
+        user: principal.claims.clone(),
     })
 }
 

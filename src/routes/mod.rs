@@ -12,6 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::app::AppState;
 use crate::openapi;
 
+pub mod access;
 pub mod auth;
 pub mod demo;
 pub mod fields;

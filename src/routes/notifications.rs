@@ -30,6 +30,7 @@ use crate::extract::{ApiQuery, int_param};
 use crate::fault::STREAMS_FULL_RETRY_AFTER;
 use crate::openapi::tags;
 use crate::routes::X_ACCEL_BUFFERING;
+use crate::routes::access::{Access, Notifications};
 use crate::routes::fields::parse_uuid;
 
 /// Data of the first event, as in the original demo.
@@ -146,9 +147,6 @@ struct NotificationData {
     /// `queue.retried`: `nack` or `dead_letter`; `queue.dead`: `nack` or `expired`.
     #[schema(nullable = false)]
     cause: Option<String>,
-    /// Authentication events: who logged in or out.
-    #[schema(nullable = false)]
-    username: Option<String>,
     /// `stream.lagged`: how many events this client missed.
     #[schema(nullable = false)]
     skipped: Option<u64>,
@@ -185,6 +183,7 @@ fn notification_data_text() -> Object {
     get,
     path = "/notifications",
     tag = tags::NOTIFICATIONS,
+    security(("bearerAuth" = [])),
     params(NotificationsQuery, ResumeHeader),
     responses(
         (status = 200, description = "The event stream",
@@ -203,6 +202,7 @@ fn notification_data_text() -> Object {
     ),
 )]
 async fn notifications(
+    _: Access<Notifications>,
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<NotificationsQuery>,

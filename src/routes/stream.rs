@@ -15,6 +15,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiQuery, choice_param, int_param};
 use crate::openapi::{self, tags};
 use crate::routes::X_ACCEL_BUFFERING;
+use crate::routes::access::{Access, Stream};
 use crate::stream::{
     DEFAULT_CHUNK_SIZE, DEFAULT_DELAY_MS, DEFAULT_TOTAL_ITEMS, Format, ItemStream, MAX_CHUNK_SIZE,
     MAX_DELAY_MS, StreamMeter, StreamSpec,
@@ -126,6 +127,7 @@ impl StreamQuery {
     get,
     path = "/stream",
     tag = tags::STREAMING,
+    security(("bearerAuth" = [])),
     params(StreamQuery),
     responses(
         (status = 200, description = "The items, streamed in the requested framing",
@@ -139,6 +141,7 @@ impl StreamQuery {
     ),
 )]
 async fn stream(
+    _: Access<Stream>,
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<StreamQuery>,
 ) -> Result<Response, ApiError> {

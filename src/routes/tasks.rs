@@ -18,6 +18,7 @@ use crate::config::HeavyPool;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiQuery, choice_param, int_param};
 use crate::openapi::{self, tags};
+use crate::routes::access::{Access, Compute};
 
 /// `n` when the query does not give one (capped by the route's maximum).
 const DEFAULT_N: u32 = 40;
@@ -172,6 +173,7 @@ const FAILED: &str = "`worker_failed`: the worker crashed or answered garbage";
     get,
     path = "/heavy-task-child",
     tag = tags::COMPUTE,
+    security(("bearerAuth" = ["compute"])),
     params(HeavyTaskQuery),
     responses(
         (status = 200, description = "The result", body = HeavyTaskResponse),
@@ -183,6 +185,7 @@ const FAILED: &str = "`worker_failed`: the worker crashed or answered garbage";
     ),
 )]
 async fn heavy_task_child(
+    _: Access<Compute>,
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<HeavyTaskQuery>,
 ) -> Result<Json<HeavyTaskResponse>, ApiError> {
@@ -197,6 +200,7 @@ async fn heavy_task_child(
     get,
     path = "/heavy-task-worker",
     tag = tags::COMPUTE,
+    security(("bearerAuth" = ["compute"])),
     params(WorkerTaskQuery),
     responses(
         (status = 200, description = "The result", body = HeavyTaskResponse),
@@ -210,6 +214,7 @@ async fn heavy_task_child(
     ),
 )]
 async fn heavy_task_worker(
+    _: Access<Compute>,
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<WorkerTaskQuery>,
 ) -> Result<Json<HeavyTaskResponse>, ApiError> {
@@ -233,6 +238,7 @@ async fn heavy_task_worker(
     get,
     path = "/heavy-task-blocking",
     tag = tags::COMPUTE,
+    security(("bearerAuth" = ["compute"])),
     params(HeavyTaskQuery),
     responses(
         (status = 200, description = "The result", body = HeavyTaskResponse),
@@ -242,6 +248,7 @@ async fn heavy_task_worker(
     ),
 )]
 async fn heavy_task_blocking(
+    _: Access<Compute>,
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<HeavyTaskQuery>,
 ) -> Result<Json<HeavyTaskResponse>, ApiError> {

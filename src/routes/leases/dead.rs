@@ -15,6 +15,7 @@ use crate::openapi::{self, tags};
 use crate::queue::limits::{ErrorText, MAX_DEAD_PAGE};
 use crate::queue::record::{StateName, TaskView};
 use crate::queue::{Priority, QueueError, TaskText};
+use crate::routes::access::{Access, Consume};
 use crate::routes::fields::parse_uuid;
 
 use super::{DeadLetterRefusals, task_id};
@@ -78,6 +79,7 @@ impl From<TaskView> for TaskBody {
     get,
     path = "/tasks/{id}",
     tag = tags::QUEUE,
+    security(("bearerAuth" = ["consume"])),
     operation_id = "get_task",
     params(("id" = Uuid, Path, description = "The task's id")),
     responses(
@@ -90,6 +92,7 @@ impl From<TaskView> for TaskBody {
     ),
 )]
 pub(super) async fn task(
+    _: Access<Consume>,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<TaskBody>, ApiError> {
@@ -128,6 +131,7 @@ pub(super) struct DeadResponse {
     get,
     path = "/queue/dead",
     tag = tags::QUEUE,
+    security(("bearerAuth" = ["consume"])),
     params(DeadQuery),
     responses(
         (status = 200, description = "A page of dead-lettered tasks", body = DeadResponse),
@@ -138,6 +142,7 @@ pub(super) struct DeadResponse {
     ),
 )]
 pub(super) async fn dead(
+    _: Access<Consume>,
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<DeadQuery>,
 ) -> Result<Json<DeadResponse>, ApiError> {
@@ -167,6 +172,7 @@ pub(super) async fn dead(
     post,
     path = "/queue/dead/{id}/retry",
     tag = tags::QUEUE,
+    security(("bearerAuth" = ["consume"])),
     params(("id" = Uuid, Path, description = "The task's id")),
     responses(
         (status = 200, description = "The task, queued again", body = TaskBody),
@@ -174,6 +180,7 @@ pub(super) async fn dead(
     ),
 )]
 pub(super) async fn retry_dead(
+    _: Access<Consume>,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<TaskBody>, ApiError> {
@@ -195,6 +202,7 @@ pub(super) struct DeleteResponse {
     delete,
     path = "/queue/dead/{id}",
     tag = tags::QUEUE,
+    security(("bearerAuth" = ["consume"])),
     params(("id" = Uuid, Path, description = "The task's id")),
     responses(
         (status = 200, description = "Deleted", body = DeleteResponse),
@@ -202,6 +210,7 @@ pub(super) struct DeleteResponse {
     ),
 )]
 pub(super) async fn delete_dead(
+    _: Access<Consume>,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<DeleteResponse>, ApiError> {

@@ -16,6 +16,7 @@ use crate::openapi::{self, tags};
 use crate::queue::QueueError;
 use crate::queue::limits::{Delay, ErrorText, LeaseId, MAX_BATCH, MAX_DELAY_MS, MAX_ERROR_CHARS};
 use crate::queue::record::{AckOutcome, StateName};
+use crate::routes::access::{Access, Consume};
 use crate::routes::fields::{Fields, Object};
 
 use super::{
@@ -80,6 +81,7 @@ pub(super) struct AckResponse {
     post,
     path = "/tasks/{id}/ack",
     tag = tags::QUEUE,
+    security(("bearerAuth" = ["consume"])),
     params(("id" = Uuid, Path, description = "The task's id")),
     request_body = AckSchema,
     responses(
@@ -88,6 +90,7 @@ pub(super) struct AckResponse {
     ),
 )]
 pub(super) async fn ack(
+    _: Access<Consume>,
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Object>,
@@ -149,6 +152,7 @@ pub(super) struct BatchAckResult {
     post,
     path = "/tasks/ack",
     tag = tags::QUEUE,
+    security(("bearerAuth" = ["consume"])),
     operation_id = "ack_batch",
     request_body = BatchAckSchema,
     responses(
@@ -162,6 +166,7 @@ pub(super) struct BatchAckResult {
     ),
 )]
 pub(super) async fn ack_many(
+    _: Access<Consume>,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Object>,
 ) -> Result<Json<BatchAckResponse>, ApiError> {
@@ -270,6 +275,7 @@ pub(super) struct NackResponse {
     post,
     path = "/tasks/{id}/nack",
     tag = tags::QUEUE,
+    security(("bearerAuth" = ["consume"])),
     params(("id" = Uuid, Path, description = "The task's id")),
     request_body = NackSchema,
     responses(
@@ -278,6 +284,7 @@ pub(super) struct NackResponse {
     ),
 )]
 pub(super) async fn nack(
+    _: Access<Consume>,
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Object>,
@@ -335,6 +342,7 @@ pub(super) struct ExtendResponse {
     post,
     path = "/tasks/{id}/extend",
     tag = tags::QUEUE,
+    security(("bearerAuth" = ["consume"])),
     params(("id" = Uuid, Path, description = "The task's id")),
     request_body = ExtendSchema,
     responses(
@@ -343,6 +351,7 @@ pub(super) struct ExtendResponse {
     ),
 )]
 pub(super) async fn extend(
+    _: Access<Consume>,
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Object>,

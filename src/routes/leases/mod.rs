@@ -35,6 +35,7 @@ use crate::queue::limits::{
 };
 use crate::queue::record::LeasedTask;
 use crate::queue::{Priority, TaskText};
+use crate::routes::access::{Access, Consume};
 use crate::routes::fields::{Fields, Object, parse_uuid};
 
 /// Every route of reliable delivery.
@@ -187,6 +188,7 @@ struct LeaseResponse {
     post,
     path = "/tasks/lease",
     tag = tags::QUEUE,
+    security(("bearerAuth" = ["consume"])),
     request_body(content = Option<LeaseSchema>,
         description = "Optional: an empty body takes one task for `QUEUE_LEASE_MS`, without \
             waiting"),
@@ -202,6 +204,7 @@ struct LeaseResponse {
     ),
 )]
 async fn lease(
+    _: Access<Consume>,
     State(state): State<AppState>,
     OptionalJson(body): OptionalJson<Object>,
 ) -> Result<Json<LeaseResponse>, ApiError> {

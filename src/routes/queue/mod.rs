@@ -25,6 +25,7 @@ use crate::openapi::tags;
 use crate::queue::limits::{IdempotencyKey, MAX_ATTEMPTS, MAX_DELAY_MS, MAX_IDEMPOTENCY_KEY_BYTES};
 use crate::queue::record::StateName;
 use crate::queue::{Enqueued, MAX_TASK_CHARS, Priority, QueueError, QueuedTask, TaskText};
+use crate::routes::access::{Access, Consume, DequeueMethod, Enqueue, QueueStatus};
 use crate::routes::fields::Object;
 
 /// The header of an enqueue that may be retried safely.
@@ -215,6 +216,7 @@ struct IdempotencyHeader {
     post,
     path = "/enqueue",
     tag = tags::QUEUE,
+    security(("bearerAuth" = ["enqueue"])),
     params(IdempotencyHeader),
     request_body = EnqueueSchema,
     responses(
@@ -242,6 +244,7 @@ struct IdempotencyHeader {
     ),
 )]
 async fn enqueue(
+    _: Access<Enqueue>,
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Object>,
@@ -293,6 +296,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiErr
     method(get, post),
     path = "/dequeue",
     tag = tags::QUEUE,
+    security(("bearerAuth" = ["consume"])),
     responses(
         (status = 200, description = "The next task, now out of the queue", body = DequeueResponse),
         (status = 404, body = ErrorBody, description = "`queue_empty` (Queue is empty)"),
@@ -302,7 +306,11 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiErr
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
 )]
-async fn dequeue(State(state): State<AppState>) -> Result<Json<DequeueResponse>, ApiError> {
+async fn dequeue(
+    _: DequeueMethod,
+    _: Access<Consume>,
+    State(state): State<AppState>,
+) -> Result<Json<DequeueResponse>, ApiError> {
     let dequeued = state.queue.dequeue().await?.ok_or(ApiError::NotFound {
         code: "queue_empty",
         message: "Queue is empty",
@@ -329,6 +337,7 @@ async fn dequeue(State(state): State<AppState>) -> Result<Json<DequeueResponse>,
     get,
     path = "/queue/status",
     tag = tags::QUEUE,
+    security(("bearerAuth" = [])),
     operation_id = "queue_status",
     responses(
         (status = 200, description = "The queue's state", body = StatusResponse),
@@ -336,7 +345,10 @@ async fn dequeue(State(state): State<AppState>) -> Result<Json<DequeueResponse>,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
 )]
-async fn status(State(state): State<AppState>) -> Result<Json<StatusResponse>, ApiError> {
+async fn status(
+    _: Access<QueueStatus>,
+    State(state): State<AppState>,
+) -> Result<Json<StatusResponse>, ApiError> {
     let status = state.queue.status().await?;
     Ok(Json(StatusResponse {
         size: status.size,
