@@ -37,7 +37,7 @@ use crate::fault::StoreError;
 use crate::shutdown::Shutdown;
 use access::Scopes;
 use jwt::{Claims, TokenCodec};
-use rate_limit::{BudgetError, LoginFailures, RetryAfter, SuccessfulLogins};
+use rate_limit::{BudgetError, BudgetKey, LoginFailures, RetryAfter, SuccessfulLogins};
 use users::UserDirectory;
 use verified::VerifiedTokens;
 
@@ -56,7 +56,7 @@ pub enum LoginError {
     /// Unknown user or wrong password.
     #[error("invalid credentials")]
     InvalidCredentials,
-    /// This client failed too often recently.
+    /// This client, or this account, failed too often recently.
     #[error(transparent)]
     RateLimited(#[from] RetryAfter),
     /// The failed-login budget could not be read: the login is refused (fails closed).
@@ -182,11 +182,20 @@ impl AuthService {
         username: &str,
         password: &str,
     ) -> Result<IssuedToken, LoginError> {
-        self.failures.check(client).await?;
+        let client_budget = BudgetKey::client(client);
+        let account_budget = BudgetKey::account(username);
+        // Both units are taken before the password is checked: parallel guesses cannot get
+        // more answers than the budgets hold. A login that succeeds gives them back.
+        self.failures.reserve(client_budget).await?;
+        if let Err(err) = self.failures.reserve(account_budget).await {
+            self.give_back(client_budget).await;
+            return Err(err.into());
+        }
         let Some(user) = self.users.authenticate(username, password).await else {
-            self.failures.record_failure(client).await?;
             return Err(LoginError::InvalidCredentials);
         };
+        self.give_back(client_budget).await;
+        self.give_back(account_budget).await;
         self.successes
             .spend(client, user.id)
             .map_err(LoginError::TooManyLogins)?;
@@ -196,6 +205,14 @@ impl AuthService {
         let event = NewEvent::app("auth.login", Level::Success, "Login succeeded");
         events::announce(&*self.events, event).await;
         Ok(IssuedToken { token, claims })
+    }
+
+    /// Gives back a unit of a failed-login budget; a store that does not answer keeps it spent
+    /// (the budget errs on the side of refusing).
+    async fn give_back(&self, key: BudgetKey) {
+        if let Err(err) = self.failures.refund(key).await {
+            tracing::warn!(%err, "a failed-login budget unit could not be given back");
+        }
     }
 
     /// What `token` grants if it is valid, its user is still configured, and it is not
@@ -304,7 +321,7 @@ mod tests {
 
     use super::*;
     use crate::events::MemoryEventBus;
-    use rate_limit::LoginRateLimiter;
+    use rate_limit::LoginBudgets;
 
     const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -315,7 +332,10 @@ mod tests {
         AuthService::new(
             &config,
             Arc::new(MemoryRevocations::new(config.auth.revocation_list_max)),
-            Arc::new(LoginRateLimiter::new(config.auth.login_max_per_minute)),
+            Arc::new(LoginBudgets::new(
+                config.auth.client_budget(),
+                config.auth.account_budget(),
+            )),
             Arc::new(MemoryEventBus::new(16)),
         )
         .expect("auth service")
@@ -356,6 +376,28 @@ mod tests {
             auth.login(CLIENT, "admin", "admin123").await,
             Err(LoginError::RateLimited(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn an_account_is_rate_limited_from_any_client() {
+        let auth = service(&[
+            ("LOGIN_MAX_PER_MINUTE", "100"),
+            ("LOGIN_ACCOUNT_MAX_PER_MINUTE", "2"),
+        ]);
+        let other = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+        for client in [CLIENT, other] {
+            assert!(matches!(
+                auth.login(client, "admin", "nope").await,
+                Err(LoginError::InvalidCredentials)
+            ));
+        }
+        assert!(matches!(
+            auth.login(other, "admin", "admin123").await,
+            Err(LoginError::RateLimited(_))
+        ));
+        auth.login(other, "user", "user123")
+            .await
+            .expect("another account");
     }
 
     #[tokio::test]

@@ -1,36 +1,43 @@
-//! Login budgets: failed logins per client ([`LoginRateLimiter`], `LOGIN_MAX_PER_MINUTE` wrong
-//! passwords, then a pause) and successful logins per client and per account
+//! Login budgets: failed logins per client and per account ([`LoginFailures`], reserved before
+//! the password is checked), and successful logins per client and per account
 //! ([`SuccessfulLogins`], `LOGIN_SUCCESS_MAX_PER_MINUTE`).
 //!
-//! Successful logins are limited because each token can be logged out, and each logout is
+//! **Failures.** Each login attempt first *reserves* one unit of its client's budget
+//! (`LOGIN_MAX_PER_MINUTE`) and one of its account's (`LOGIN_ACCOUNT_MAX_PER_MINUTE`, whatever
+//! the client address), atomically: a reservation either takes a unit or is refused, so a burst
+//! of parallel guesses gets no more answers than the budget, however it is timed. Only then is
+//! the password checked; a login that succeeds gives its units back, so a client that logs in
+//! correctly is never slowed down. A client or account without budget is refused (429) before
+//! any password check, so the 429 tells nothing about the guess.
+//!
+//! Each budget is a GCRA (the generic cell rate algorithm of `governor` and of Redis' own
+//! rate limiters): one value per key, its *theoretical arrival time*; a burst of `budget`
+//! attempts, then one more every `60 s / budget`. An account's budget also backs off: an
+//! attempt refused for lack of budget pushes the account's next unit one interval further
+//! (up to `LOGIN_BACKOFF_MAX_SECONDS`), so whoever keeps guessing waits longer, while a
+//! person who stops gets the account back as before.
+//!
+//! **Successes** are limited because each token can be logged out, and each logout is
 //! remembered until the token expires: a client with a valid account logging in and out in a
-//! loop would otherwise grow the revocation list as fast as it can send requests. The budget is
-//! far above what a person does (a login a second, sustained, per account and per address).
-//!
-//! Only failures spend the budget, so a client that logs in correctly is never slowed down, and
-//! one client's failures never affect another. The budget itself is `governor`'s keyed GCRA
-//! limiter (burst = the per-minute budget, one attempt back every `60 s / budget`).
-//!
-//! `governor` can only test a key by spending from it (there is no "peek", governor issue #15),
-//! yet a client that has used up its budget must be refused *before* its password is checked:
-//! otherwise a 429 would still tell a guesser that the guess was wrong, and a 200 that it was
-//! right. So the failure that spends the last unit also records a short lockout, which is what
-//! [`LoginRateLimiter::check`] consults; it lasts at most one replenish interval, after which
-//! governor has an attempt to give again.
+//! loop would otherwise grow the revocation list as fast as it can send requests.
 //!
 //! Clients are keyed by IP address; IPv6 clients by their /64 prefix, since one host usually
 //! owns a whole /64 and could otherwise rotate addresses for a fresh budget on every try.
+//! Accounts are keyed by a digest of the username as typed, known or not, so a refusal does
+//! not tell which usernames exist.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use futures_util::future::{self, BoxFuture};
-use governor::clock::{Clock, MonotonicClock, Reference};
-use governor::middleware::{NoOpMiddleware, StateInformationMiddleware};
+use governor::clock::{Clock, MonotonicClock};
+use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
+use sha2::{Digest, Sha256};
 
 use crate::fault::StoreError;
 
@@ -39,10 +46,10 @@ use crate::fault::StoreError;
 #[error("too many failed logins; retry in {0:?}")]
 pub struct RetryAfter(pub Duration);
 
-/// Why the failed-login budget refused or could not answer.
+/// Why a budget refused or could not answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BudgetError {
-    /// The client spent its budget.
+    /// No unit is left.
     #[error(transparent)]
     Spent(#[from] RetryAfter),
     /// The budget is kept in a store that did not answer: the login is refused (fails closed).
@@ -50,132 +57,219 @@ pub enum BudgetError {
     Store(#[from] StoreError),
 }
 
-/// Where the failed-login budgets live: in this process ([`LoginRateLimiter`]), or in a store
+/// Whose budget: a client's (its address, or /64) or an account's (a digest of its name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BudgetKey {
+    /// A client address, as [`client_key`] groups them.
+    Client(IpAddr),
+    /// The first 16 bytes of the SHA-256 of a username.
+    Account([u8; 16]),
+}
+
+impl BudgetKey {
+    /// The budget of the client at `ip`.
+    pub fn client(ip: IpAddr) -> Self {
+        Self::Client(client_key(ip))
+    }
+
+    /// The budget of the account `username` (configured or not).
+    pub fn account(username: &str) -> Self {
+        let digest = Sha256::digest(username.as_bytes());
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest[..16]);
+        Self::Account(key)
+    }
+}
+
+/// The shape of one kind of budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Attempts in a burst.
+    pub burst: NonZeroU32,
+    /// Milliseconds for one attempt to come back.
+    pub interval_ms: u64,
+    /// How far refused attempts may push the wait (0: they do not push it).
+    pub backoff_max_ms: u64,
+}
+
+impl Budget {
+    /// `per_minute` attempts a minute, in a burst of as many; refused attempts push the wait
+    /// up to `backoff_max` further.
+    pub fn per_minute(per_minute: NonZeroU32, backoff_max: Duration) -> Self {
+        Self {
+            burst: per_minute,
+            interval_ms: (60_000 / u64::from(per_minute.get())).max(1),
+            backoff_max_ms: u64::try_from(backoff_max.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// How far ahead of `now` the arrival time may be for an attempt to pass.
+    fn tolerance(self) -> u64 {
+        u64::from(self.burst.get() - 1) * self.interval_ms
+    }
+
+    /// One reservation at `now` against the arrival time `tat` (none: a full budget): the new
+    /// arrival time to keep, and `Err` with the wait when refused.
+    pub fn reserve(self, tat: Option<u64>, now: u64) -> (u64, Result<(), u64>) {
+        let tat = tat.unwrap_or(now).max(now);
+        if tat - now <= self.tolerance() {
+            return (tat + self.interval_ms, Ok(()));
+        }
+        let ceiling = now + self.tolerance() + self.interval_ms + self.backoff_max_ms;
+        let pushed = if self.backoff_max_ms > 0 {
+            (tat + self.interval_ms).min(ceiling.max(tat))
+        } else {
+            tat
+        };
+        (pushed, Err(pushed - now - self.tolerance()))
+    }
+
+    /// The arrival time once a reservation made before `now` is given back (none: the budget
+    /// is full again).
+    pub fn refund(self, tat: Option<u64>, now: u64) -> Option<u64> {
+        tat.map(|tat| tat.saturating_sub(self.interval_ms))
+            .filter(|tat| *tat > now)
+    }
+}
+
+/// Where the failed-login budgets live: in this process ([`LoginBudgets`]), or in a store
 /// shared by every instance, so N instances do not allow N times the budget.
 pub trait LoginFailures: Send + Sync {
-    /// Whether `client` may attempt a login now. Spends nothing.
-    fn check(&self, client: IpAddr) -> BoxFuture<'_, Result<(), BudgetError>>;
+    /// Takes one unit of `key`'s budget, or says how long to wait; atomic, so parallel
+    /// attempts never take more units than the budget holds.
+    fn reserve(&self, key: BudgetKey) -> BoxFuture<'_, Result<(), BudgetError>>;
 
-    /// Spends one unit of `client`'s budget for a failed login; `Spent` when it was already
-    /// spent (concurrent attempts that all passed the check).
-    fn record_failure(&self, client: IpAddr) -> BoxFuture<'_, Result<(), BudgetError>>;
+    /// Gives back a unit [`LoginFailures::reserve`] took, for a login that succeeded (or was
+    /// refused for another budget).
+    fn refund(&self, key: BudgetKey) -> BoxFuture<'_, Result<(), StoreError>>;
 
-    /// Forgets clients whose budget is full again; run periodically.
+    /// Forgets keys whose budget is full again; run periodically.
     fn purge(&self);
 }
 
-type KeyedLimiter<C> =
-    RateLimiter<IpAddr, DashMapStateStore<IpAddr>, C, StateInformationMiddleware>;
+/// Milliseconds on some monotonic clock.
+pub trait Millis: Send + Sync {
+    /// Now.
+    fn now_ms(&self) -> u64;
+}
 
-impl<C: Clock + Clone + Send + Sync> LoginFailures for LoginRateLimiter<C>
-where
-    C::Instant: Send + Sync,
-{
-    fn check(&self, client: IpAddr) -> BoxFuture<'_, Result<(), BudgetError>> {
-        Box::pin(future::ready(
-            LoginRateLimiter::check(self, client).map_err(BudgetError::from),
-        ))
-    }
+/// The process's monotonic clock, from its creation.
+#[derive(Debug, Clone)]
+pub struct Monotonic(Instant);
 
-    fn record_failure(&self, client: IpAddr) -> BoxFuture<'_, Result<(), BudgetError>> {
-        Box::pin(future::ready(
-            LoginRateLimiter::record_failure(self, client).map_err(BudgetError::from),
-        ))
-    }
-
-    fn purge(&self) {
-        LoginRateLimiter::purge(self);
+impl Default for Monotonic {
+    fn default() -> Self {
+        Self(Instant::now())
     }
 }
 
-/// Failed-login budgets for every client, plus the lockouts of clients that spent theirs.
-pub struct LoginRateLimiter<C: Clock = MonotonicClock> {
-    budget: KeyedLimiter<C>,
-    lockouts: DashMap<IpAddr, C::Instant>,
+impl Millis for Monotonic {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.0.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Failed-login budgets of this process: one arrival time per client and per account.
+pub struct LoginBudgets<C = Monotonic> {
+    clients: Budget,
+    accounts: Budget,
+    tats: DashMap<BudgetKey, u64>,
     clock: C,
-    replenish: Duration,
 }
 
-impl<C: Clock> std::fmt::Debug for LoginRateLimiter<C> {
+impl<C> std::fmt::Debug for LoginBudgets<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoginRateLimiter")
-            .field("replenish", &self.replenish)
-            .field("locked_out", &self.lockouts.len())
+        f.debug_struct("LoginBudgets")
+            .field("clients", &self.clients)
+            .field("accounts", &self.accounts)
+            .field("tracked", &self.tats.len())
             .finish_non_exhaustive()
     }
 }
 
-impl LoginRateLimiter {
-    /// Allows `max_failures_per_minute` failed logins per client, on the real clock.
-    pub fn new(max_failures_per_minute: NonZeroU32) -> Self {
-        Self::with_clock(max_failures_per_minute, MonotonicClock)
+impl LoginBudgets {
+    /// Budgets shaped `clients` and `accounts`, on the real clock.
+    pub fn new(clients: Budget, accounts: Budget) -> Self {
+        Self::with_clock(clients, accounts, Monotonic::default())
     }
 }
 
-impl<C: Clock + Clone> LoginRateLimiter<C> {
-    /// Like [`LoginRateLimiter::new`] on `clock` (tests pass a fake one).
-    pub fn with_clock(max_failures_per_minute: NonZeroU32, clock: C) -> Self {
-        let quota = Quota::per_minute(max_failures_per_minute);
+impl<C: Millis> LoginBudgets<C> {
+    /// Like [`LoginBudgets::new`] on `clock` (tests pass a fake one).
+    pub fn with_clock(clients: Budget, accounts: Budget, clock: C) -> Self {
         Self {
-            budget: RateLimiter::dashmap_with_clock(quota, clock.clone()).with_middleware(),
-            lockouts: DashMap::new(),
+            clients,
+            accounts,
+            tats: DashMap::new(),
             clock,
-            replenish: quota.replenish_interval(),
         }
     }
 
-    /// Whether `client` may attempt a login now. Spends nothing.
-    pub fn check(&self, client: IpAddr) -> Result<(), RetryAfter> {
-        let key = client_key(client);
-        let Some(until) = self.lockouts.get(&key).map(|until| *until) else {
-            return Ok(());
-        };
-        let now = self.clock.now();
-        if now < until {
-            return Err(RetryAfter(until.duration_since(now).into()));
+    fn shape(&self, key: BudgetKey) -> Budget {
+        match key {
+            BudgetKey::Client(_) => self.clients,
+            BudgetKey::Account(_) => self.accounts,
         }
-        self.lockouts.remove_if(&key, |_, until| *until <= now);
-        Ok(())
     }
 
-    /// Spends one unit of `client`'s budget for a failed login. `Err` when the budget was already
-    /// spent (concurrent attempts that all passed [`LoginRateLimiter::check`]).
-    pub fn record_failure(&self, client: IpAddr) -> Result<(), RetryAfter> {
-        let key = client_key(client);
-        match self.budget.check_key(&key) {
-            Ok(state) => {
-                if state.remaining_burst_capacity() == 0 {
-                    self.lock_out(key, self.replenish);
+    /// Takes one unit of `key`'s budget, or says how long to wait.
+    pub fn try_reserve(&self, key: BudgetKey) -> Result<(), RetryAfter> {
+        let now = self.clock.now_ms();
+        let budget = self.shape(key);
+        // The entry's shard lock makes the read and the write one step.
+        let mut entry = self.tats.entry(key).or_insert(now);
+        let (tat, outcome) = budget.reserve(Some(*entry), now);
+        *entry = tat;
+        outcome.map_err(|wait| RetryAfter(Duration::from_millis(wait)))
+    }
+
+    /// Gives back one unit of `key`'s budget.
+    pub fn give_back(&self, key: BudgetKey) {
+        let now = self.clock.now_ms();
+        let budget = self.shape(key);
+        self.tats
+            .remove_if_mut(&key, |_, tat| match budget.refund(Some(*tat), now) {
+                Some(refunded) => {
+                    *tat = refunded;
+                    false
                 }
-                Ok(())
-            }
-            Err(not_until) => {
-                let wait: Duration = not_until.wait_time_from(self.clock.now());
-                self.lock_out(key, wait);
-                Err(RetryAfter(wait))
-            }
-        }
+                None => true,
+            });
     }
 
-    /// Forgets clients whose budget is full again and lockouts that are over; run periodically.
-    pub fn purge(&self) {
-        let now = self.clock.now();
-        self.lockouts.retain(|_, until| *until > now);
-        self.budget.retain_recent();
-        self.budget.shrink_to_fit();
+    /// Forgets keys whose budget is full again.
+    pub fn forget_rested(&self) {
+        let now = self.clock.now_ms();
+        self.tats.retain(|_, tat| *tat > now);
+        self.tats.shrink_to_fit();
     }
 
-    /// Clients currently tracked (with a partly spent budget or a lockout).
-    pub fn tracked_clients(&self) -> usize {
-        self.budget.len().max(self.lockouts.len())
+    /// Keys currently tracked (with a partly spent budget).
+    pub fn tracked(&self) -> usize {
+        self.tats.len()
+    }
+}
+
+impl<C: Millis> LoginFailures for LoginBudgets<C> {
+    fn reserve(&self, key: BudgetKey) -> BoxFuture<'_, Result<(), BudgetError>> {
+        Box::pin(future::ready(
+            self.try_reserve(key).map_err(BudgetError::from),
+        ))
     }
 
-    fn lock_out(&self, key: IpAddr, wait: Duration) {
-        let until = self.clock.now() + wait.into();
-        self.lockouts
-            .entry(key)
-            .and_modify(|current| *current = (*current).max(until))
-            .or_insert(until);
+    fn refund(&self, key: BudgetKey) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.give_back(key);
+        Box::pin(future::ready(Ok(())))
+    }
+
+    fn purge(&self) {
+        self.forget_rested();
+    }
+}
+
+impl<C: Millis> Millis for Arc<C> {
+    fn now_ms(&self) -> u64 {
+        (**self).now_ms()
     }
 }
 
@@ -248,6 +342,8 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
     use governor::clock::FakeRelativeClock;
 
     use super::*;
@@ -255,94 +351,105 @@ mod tests {
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 2));
 
-    fn limiter(per_minute: u32) -> (LoginRateLimiter<FakeRelativeClock>, FakeRelativeClock) {
-        let clock = FakeRelativeClock::default();
-        let per_minute = NonZeroU32::new(per_minute).expect("non-zero");
-        (
-            LoginRateLimiter::with_clock(per_minute, clock.clone()),
-            clock,
+    #[derive(Default)]
+    struct FakeMillis(AtomicU64);
+
+    impl FakeMillis {
+        fn advance(&self, by: Duration) {
+            self.0
+                .fetch_add(u64::try_from(by.as_millis()).unwrap(), Ordering::SeqCst);
+        }
+    }
+
+    impl Millis for FakeMillis {
+        fn now_ms(&self) -> u64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    fn shape(per_minute: u32, backoff_secs: u64) -> Budget {
+        Budget::per_minute(
+            NonZeroU32::new(per_minute).expect("non-zero"),
+            Duration::from_secs(backoff_secs),
         )
     }
 
+    fn budgets(clients: u32, accounts: u32) -> (LoginBudgets<Arc<FakeMillis>>, Arc<FakeMillis>) {
+        let clock = Arc::new(FakeMillis::default());
+        let budgets =
+            LoginBudgets::with_clock(shape(clients, 0), shape(accounts, 600), clock.clone());
+        (budgets, clock)
+    }
+
     #[test]
-    fn the_attempt_after_the_budget_is_refused_with_a_wait() {
-        let (limiter, _) = limiter(2);
-        for _ in 0..2 {
-            assert_eq!(limiter.check(A), Ok(()));
-            assert_eq!(limiter.record_failure(A), Ok(()));
-        }
-        let RetryAfter(wait) = limiter.check(A).expect_err("budget spent");
+    fn the_reservation_after_the_budget_is_refused_with_a_wait() {
+        let (budgets, _) = budgets(2, 100);
+        let client = BudgetKey::client(A);
+        budgets.try_reserve(client).expect("first");
+        budgets.try_reserve(client).expect("second");
+        let RetryAfter(wait) = budgets.try_reserve(client).expect_err("budget spent");
+        assert_eq!(wait, Duration::from_secs(30));
         assert!(
-            wait > Duration::ZERO && wait <= Duration::from_secs(30),
-            "{wait:?}"
+            budgets.try_reserve(BudgetKey::client(B)).is_ok(),
+            "B has its own"
         );
     }
 
     #[test]
-    fn one_clients_failures_never_block_another() {
-        let (limiter, _) = limiter(2);
-        for _ in 0..5 {
-            let _ = limiter.record_failure(A);
+    fn a_refund_gives_the_unit_back() {
+        let (budgets, _) = budgets(1, 100);
+        let client = BudgetKey::client(A);
+        for _ in 0..10 {
+            budgets.try_reserve(client).expect("a unit");
+            budgets.give_back(client);
         }
-        assert!(limiter.check(A).is_err());
-        assert_eq!(limiter.check(B), Ok(()));
-        assert_eq!(limiter.record_failure(B), Ok(()));
+        assert_eq!(budgets.tracked(), 0, "a full budget is not kept");
     }
 
     #[test]
-    fn checking_alone_spends_nothing() {
-        let (limiter, _) = limiter(1);
-        for _ in 0..100 {
-            assert_eq!(limiter.check(A), Ok(()));
-        }
-        assert_eq!(limiter.record_failure(A), Ok(()));
-        assert!(limiter.check(A).is_err());
-    }
-
-    #[test]
-    fn budget_comes_back_over_time() {
-        let (limiter, clock) = limiter(2);
-        limiter.record_failure(A).expect("first");
-        limiter.record_failure(A).expect("second");
-        let RetryAfter(wait) = limiter.check(A).expect_err("locked");
+    fn budgets_come_back_one_interval_at_a_time() {
+        let (budgets, clock) = budgets(2, 100);
+        let client = BudgetKey::client(A);
+        budgets.try_reserve(client).expect("first");
+        budgets.try_reserve(client).expect("second");
+        let RetryAfter(wait) = budgets.try_reserve(client).expect_err("spent");
         clock.advance(wait);
-        assert_eq!(limiter.check(A), Ok(()));
-        assert_eq!(limiter.record_failure(A), Ok(()));
-        assert!(
-            limiter.check(A).is_err(),
-            "one unit came back, not the whole budget"
-        );
-    }
-
-    #[test]
-    fn racing_failures_past_the_budget_are_refused() {
-        let (limiter, _) = limiter(1);
-        limiter.record_failure(A).expect("within budget");
-        assert!(limiter.record_failure(A).is_err());
-    }
-
-    #[test]
-    fn purge_forgets_rested_clients() {
-        let (limiter, clock) = limiter(2);
-        limiter.record_failure(A).expect("first");
-        limiter.record_failure(B).expect("first");
-        limiter.record_failure(B).expect("second");
-        assert_eq!(limiter.tracked_clients(), 2);
+        budgets.try_reserve(client).expect("one came back");
+        assert!(budgets.try_reserve(client).is_err(), "only one");
         clock.advance(Duration::from_secs(120));
-        limiter.purge();
-        assert_eq!(limiter.tracked_clients(), 0);
-        assert_eq!(limiter.check(B), Ok(()));
+        budgets.forget_rested();
+        assert_eq!(budgets.tracked(), 0);
+    }
+
+    #[test]
+    fn an_account_backs_off_while_refused_attempts_go_on() {
+        let (budgets, clock) = budgets(100, 2);
+        let account = BudgetKey::account("alice");
+        budgets.try_reserve(account).expect("first");
+        budgets.try_reserve(account).expect("second");
+        let waits: Vec<Duration> = (0..4)
+            .map(|_| budgets.try_reserve(account).expect_err("spent").0)
+            .collect();
+        assert!(waits.windows(2).all(|w| w[1] > w[0]), "{waits:?}");
+        let capped: Vec<Duration> = (0..30)
+            .map(|_| budgets.try_reserve(account).expect_err("spent").0)
+            .collect();
+        // At most one interval (30 s) plus the back-off ceiling (600 s).
+        assert_eq!(capped.last(), Some(&Duration::from_secs(630)), "{capped:?}");
+        clock.advance(*capped.last().expect("a wait"));
+        budgets.try_reserve(account).expect("back after the wait");
+        assert_ne!(BudgetKey::account("alice"), BudgetKey::account("bob"));
     }
 
     #[test]
     fn ipv6_clients_share_a_budget_per_64_prefix() {
-        let (limiter, _) = limiter(1);
         let host: IpAddr = "2001:db8:1:2::1".parse().expect("ip");
         let neighbour: IpAddr = "2001:db8:1:2:ffff::9".parse().expect("ip");
         let other_net: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
-        limiter.record_failure(host).expect("within budget");
-        assert!(limiter.check(neighbour).is_err());
-        assert_eq!(limiter.check(other_net), Ok(()));
+        assert_eq!(BudgetKey::client(host), BudgetKey::client(neighbour));
+        assert_ne!(BudgetKey::client(host), BudgetKey::client(other_net));
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().expect("ip");
+        assert_eq!(BudgetKey::client(mapped), BudgetKey::client(A));
     }
 
     fn successes(per_minute: u32) -> (SuccessfulLogins<FakeRelativeClock>, FakeRelativeClock) {
@@ -374,13 +481,5 @@ mod tests {
         clock.advance(Duration::from_secs(60));
         limits.purge();
         limits.spend(A, 1).expect("budgets come back");
-    }
-
-    #[test]
-    fn ipv4_mapped_addresses_count_as_ipv4() {
-        let (limiter, _) = limiter(1);
-        let mapped: IpAddr = "::ffff:192.0.2.1".parse().expect("ip");
-        limiter.record_failure(mapped).expect("within budget");
-        assert!(limiter.check(A).is_err());
     }
 }

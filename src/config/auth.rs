@@ -12,6 +12,7 @@ use rand::RngCore;
 use super::{AppEnv, ConfigError, Env};
 use crate::auth::access::{ProtectedRoutes, Scopes};
 use crate::auth::password::{self, HashParams};
+use crate::auth::rate_limit::Budget;
 
 /// Shortest `JWT_SECRET` accepted in production (HS256 wants a key at least as long as its hash).
 pub const MIN_PRODUCTION_SECRET_BYTES: usize = 32;
@@ -64,6 +65,10 @@ pub struct AuthConfig {
     pub login_verify_max_concurrent: usize,
     /// `LOGIN_MAX_PER_MINUTE`: failed-login budget per client IP.
     pub login_max_per_minute: NonZeroU32,
+    /// `LOGIN_ACCOUNT_MAX_PER_MINUTE`: failed-login budget per account, from any client.
+    pub login_account_max_per_minute: NonZeroU32,
+    /// `LOGIN_BACKOFF_MAX_SECONDS`: how far attempts refused for an account push its wait.
+    pub login_backoff_max: Duration,
     /// `LOGIN_SUCCESS_MAX_PER_MINUTE`: successful logins allowed per client IP and, separately,
     /// per account.
     pub login_success_max_per_minute: NonZeroU32,
@@ -141,6 +146,16 @@ impl AuthConfig {
             hash_params: hash_params(env)?,
             login_verify_max_concurrent: env.int("LOGIN_VERIFY_MAX_CONCURRENT", 1..=1024, cpus)?,
             login_max_per_minute: env.int("LOGIN_MAX_PER_MINUTE", BUDGETS, nonzero(10))?,
+            login_account_max_per_minute: env.int(
+                "LOGIN_ACCOUNT_MAX_PER_MINUTE",
+                BUDGETS,
+                nonzero(20),
+            )?,
+            login_backoff_max: Duration::from_secs(env.int(
+                "LOGIN_BACKOFF_MAX_SECONDS",
+                0..=86_400,
+                900,
+            )?),
             login_success_max_per_minute: env.int(
                 "LOGIN_SUCCESS_MAX_PER_MINUTE",
                 BUDGETS,
@@ -149,6 +164,19 @@ impl AuthConfig {
             revocation_list_max: env.int("REVOCATION_LIST_MAX", 1..=100_000_000, 1_000_000)?,
             token_cache_capacity: env.int("TOKEN_CACHE_CAPACITY", 0..=1_000_000, 10_000)?,
         })
+    }
+}
+
+impl AuthConfig {
+    /// The failed-login budget of each client: no back-off, since a client behind a shared
+    /// address (a NAT, a proxy) must not be locked out for long by a neighbour.
+    pub fn client_budget(&self) -> Budget {
+        Budget::per_minute(self.login_max_per_minute, Duration::ZERO)
+    }
+
+    /// The failed-login budget of each account, with its back-off.
+    pub fn account_budget(&self) -> Budget {
+        Budget::per_minute(self.login_account_max_per_minute, self.login_backoff_max)
     }
 }
 

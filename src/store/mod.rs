@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-use crate::auth::rate_limit::{LoginFailures, LoginRateLimiter};
+use crate::auth::rate_limit::{LoginBudgets, LoginFailures};
 use crate::auth::{MemoryRevocations, RevocationStore};
 use crate::config::Config;
 use crate::events::{Alone, EventBus, MemoryEventBus, NotifierLease};
@@ -146,7 +146,10 @@ pub fn local_events(config: &Config) -> Arc<dyn EventBus> {
 
 /// The failed-login budgets of a server that shares them with no other instance.
 pub fn local_login_failures(config: &Config) -> Arc<dyn LoginFailures> {
-    Arc::new(LoginRateLimiter::new(config.auth.login_max_per_minute))
+    Arc::new(LoginBudgets::new(
+        config.auth.client_budget(),
+        config.auth.account_budget(),
+    ))
 }
 
 /// The health of stores that live in this process: always answering, nothing to close.

@@ -18,6 +18,7 @@ mod demo;
 mod foundation;
 mod heavy;
 mod leases;
+mod login_budgets;
 mod notifications;
 mod openapi;
 mod proxy;

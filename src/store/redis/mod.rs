@@ -9,7 +9,8 @@
 //! - [`events`]: global event ids, a capped stream for replay, and one subscription per
 //!   instance fanned out to its local clients;
 //! - [`lease`]: which instance produces the periodic notifications;
-//! - [`login`]: the failed-login budget per client, shared by every instance.
+//! - [`login`]: the failed-login budgets per client and per account, shared by every
+//!   instance.
 //!
 //! Every key starts with `REDIS_PREFIX` inside a hash tag per structure (see [`Keys`]), so
 //! several deployments share one Redis and every script stays valid in a Redis Cluster.
@@ -72,7 +73,8 @@ struct Keys {
     event_channel: String,
     /// String with expiry: the instance producing notifications.
     notifier: String,
-    /// The failed-login budgets: this, then the client's address, then `}`.
+    /// The failed-login budgets: this, then the client's address (or `account:` and the
+    /// digest of a username), then `}`.
     login_failures: String,
 }
 
@@ -201,7 +203,8 @@ pub fn open(config: &Config, metrics: &Metrics) -> Result<Stores, StoreError> {
         notifier: lease.clone(),
         login_failures: Arc::new(login::RedisLoginFailures::new(
             redis.clone(),
-            config.auth.login_max_per_minute,
+            config.auth.client_budget(),
+            config.auth.account_budget(),
         )),
         health: Arc::new(RedisHealth { redis, lease, stop }),
     })
