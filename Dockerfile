@@ -8,6 +8,9 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
 COPY static ./static
+# The example files whose sample secrets production refuses (compiled into the binary).
+COPY .env.example README.md compose.yaml ./
+COPY docs/OPERATIONS.md ./docs/
 RUN cargo build --release --locked --bin backflow
 
 # Runtime stage: a small image with only the binary, run as an unprivileged user.

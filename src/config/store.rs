@@ -51,10 +51,14 @@ impl StoreConfig {
                         "is required with STORE=redis, e.g. redis://127.0.0.1:6379",
                     ));
                 }
-                Some(url) if !url.starts_with("redis://") && !url.starts_with("redis+unix://") => {
+                Some(url) if !REDIS_SCHEMES.iter().any(|scheme| url.starts_with(scheme)) => {
                     return Err(ConfigError::new(
                         "REDIS_URL",
-                        format!("{url:?} is not a URL such as redis://127.0.0.1:6379"),
+                        format!(
+                            "{:?} is not a URL such as redis://127.0.0.1:6379, \
+                             rediss://cache:6380 (TLS) or redis+unix:///run/redis.sock",
+                            redact(url)
+                        ),
                     ));
                 }
                 Some(_) => {}
@@ -64,7 +68,12 @@ impl StoreConfig {
     }
 }
 
-/// A Redis URL; its `Debug` hides a password it may carry (`redis://:password@host`).
+/// The URL schemes of `REDIS_URL`: plain TCP, TLS, and a Unix socket.
+const REDIS_SCHEMES: [&str; 4] = ["redis://", "rediss://", "redis+unix://", "unix://"];
+
+/// A Redis URL. Its `Debug` and `Display` hide the credentials it may carry, in any of the
+/// forms the client accepts: `redis://user:password@host`, `rediss://:password@host` and
+/// `redis+unix:///path?user=u&pass=password`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisUrl(String);
 
@@ -72,15 +81,57 @@ impl RedisUrl {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether the connection is to use TLS (`rediss://`).
+    pub fn is_tls(&self) -> bool {
+        self.0.starts_with("rediss://")
+    }
 }
 
 impl fmt::Debug for RedisUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0.split_once('@') {
-            Some((_, host)) => write!(f, "RedisUrl(redis://<credentials>@{host})"),
-            None => write!(f, "RedisUrl({})", self.0),
-        }
+        write!(f, "RedisUrl({})", redact(&self.0))
     }
+}
+
+impl fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact(&self.0))
+    }
+}
+
+/// `url` without its credentials: whatever stands between `://` and the last `@` (a password
+/// may hold an unescaped `/` or `@`), and the values of `user`, `pass` and `password` query
+/// parameters.
+fn redact(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let rest = match rest.rsplit_once('@') {
+        Some((_, host)) => format!("<credentials>@{host}"),
+        None => rest.to_owned(),
+    };
+    let (head, query) = match rest.split_once('?') {
+        Some((head, query)) => (head, Some(query)),
+        None => (rest.as_str(), None),
+    };
+    let mut redacted = if scheme.is_empty() {
+        head.to_owned()
+    } else {
+        format!("{scheme}://{head}")
+    };
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if ["user", "pass", "password"].contains(&name) => {
+                    format!("{name}=<redacted>")
+                }
+                _ => pair.to_owned(),
+            })
+            .collect();
+        redacted.push('?');
+        redacted.push_str(&pairs.join("&"));
+    }
+    redacted
 }
 
 /// A key prefix: letters, digits and `-_.:`, 1 to 64 of them (it becomes part of every key and
@@ -126,6 +177,37 @@ mod tests {
             Config::from_pairs([]).expect("defaults").store.redis_prefix,
             DEFAULT_REDIS_PREFIX
         );
+    }
+
+    #[test]
+    fn no_form_of_redis_url_shows_its_password() {
+        for url in [
+            "redis://:s3cret@cache:6379/0",
+            "redis://app:s3cret@cache:6379",
+            "rediss://app:s3cret@cache:6380",
+            "redis://:s3/cr@t@cache:6379",
+            "redis+unix:///run/redis.sock?db=1&pass=s3cret",
+            "unix:///run/redis.sock?user=app&pass=s3cret",
+            "redis://cache:6379?password=s3cret&protocol=resp3",
+        ] {
+            let shown = [
+                format!("{:?}", RedisUrl(url.into())),
+                RedisUrl(url.into()).to_string(),
+            ];
+            for shown in shown {
+                assert!(!shown.contains("s3"), "{url} shown as {shown}");
+                assert!(
+                    shown.contains("cache") || shown.contains("redis.sock"),
+                    "{shown}"
+                );
+            }
+        }
+        let err = Config::from_pairs([("STORE", "redis"), ("REDIS_URL", "http://:s3cret@cache")])
+            .unwrap_err();
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        let tls = Config::from_pairs([("STORE", "redis"), ("REDIS_URL", "rediss://cache:6380")])
+            .expect("TLS is accepted");
+        assert!(tls.store.redis_url.expect("a URL").is_tls());
     }
 
     #[test]

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{FromRef, FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::Response;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -26,12 +27,21 @@ use crate::error::{ApiError, AuthFailure, ErrorBody};
 use crate::extract::ApiJson;
 use crate::openapi::tags;
 
-/// `POST /login`, `POST /logout`, `GET /protected`.
+/// `POST /login`, `POST /logout`, `GET /protected`. Their answers carry tokens and claims, so
+/// no cache (a browser's, a proxy's) may keep them: `Cache-Control: no-store`.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(login))
         .routes(routes!(logout))
         .routes(routes!(protected))
+        .route_layer(axum::middleware::map_response(no_store))
+}
+
+async fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// Documentation of the 401 of the bearer routes.

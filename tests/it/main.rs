@@ -16,6 +16,7 @@ mod crash;
 mod crash_leases;
 mod demo;
 mod foundation;
+mod hardening;
 mod heavy;
 mod leases;
 mod login_budgets;

@@ -8,6 +8,10 @@
 //! the commit returns, so a commit survives a crash of the machine. The file carries an
 //! application id and a schema version, so a foreign or newer file is refused rather than
 //! misread.
+//!
+//! The store holds the queue's tasks and the revoked token ids, which are nobody else's
+//! business: a directory it creates is `0700`, and the database is `0600` before SQLite first
+//! opens it (SQLite gives its `-wal` and `-shm` files the database's mode).
 
 use std::path::{Path, PathBuf};
 
@@ -143,6 +147,46 @@ pub struct Contents {
     pub revocations: Vec<RevokedToken>,
 }
 
+/// Creates `dir` and its missing parents readable by this user only.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Creates the database file `0600` if it is missing, and makes it and its companion files
+/// `0600` if they exist with a wider mode.
+fn private_files(database: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(database)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = database.as_os_str().to_owned();
+            name.push(suffix);
+            let file = Path::new(&name);
+            match std::fs::metadata(file) {
+                Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))?;
+                }
+                Ok(_) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(err),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = database;
+    Ok(())
+}
+
 /// The open database: the record the journal commits to.
 #[derive(Debug)]
 pub struct Database {
@@ -154,8 +198,9 @@ impl Database {
     /// Opens (creating if needed) the store in `dir`, checks it is one of ours, and sets the
     /// durability of commits.
     pub fn open(dir: &Path, fsync_commits: bool) -> Result<Self, OpenError> {
-        std::fs::create_dir_all(dir).map_err(|err| OpenError::new(dir, err, MAKE_IT_WRITABLE))?;
+        private_dir(dir).map_err(|err| OpenError::new(dir, err, MAKE_IT_WRITABLE))?;
         let path = dir.join(DATABASE_FILE);
+        private_files(&path).map_err(|err| OpenError::new(&path, err, MAKE_IT_WRITABLE))?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;

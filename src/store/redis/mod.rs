@@ -15,6 +15,10 @@
 //! Every key starts with `REDIS_PREFIX` inside a hash tag per structure (see [`Keys`]), so
 //! several deployments share one Redis and every script stays valid in a Redis Cluster.
 //!
+//! `REDIS_URL` may be `rediss://` (TLS through rustls, the server checked against the system's
+//! certificate roots, or those of `SSL_CERT_FILE`); no log line shows its credentials, whatever
+//! the URL's form (see [`RedisUrl`](crate::config::RedisUrl)).
+//!
 //! Commands go through one multiplexed connection (`ConnectionManager`, which reconnects by
 //! itself), never a connection per request; only the event subscription has a connection of its
 //! own, as pub/sub requires. Each operation has [`TIMEOUT`] to complete, reconnection included:
@@ -133,6 +137,11 @@ impl Redis {
             .redis_url
             .as_ref()
             .ok_or_else(|| StoreError::new("REDIS_URL is not set"))?;
+        if url.is_tls() {
+            // rediss:// verifies the server with rustls and the system's roots (or
+            // SSL_CERT_FILE); the process has one crypto provider, ring, whoever installs it.
+            let _already = rustls::crypto::ring::default_provider().install_default();
+        }
         let client = Client::open(url.as_str()).map_err(StoreError::new)?;
         let settings = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
