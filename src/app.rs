@@ -76,6 +76,8 @@ pub struct Components {
     pub events: Arc<dyn EventBus>,
     /// Slots for open `/notifications` streams (`SSE_MAX_CONNECTIONS`).
     pub subscribers: SubscriberLimit,
+    /// Slots for open `/stream` responses (`STREAM_MAX_CONCURRENT`).
+    pub item_streams: SubscriberLimit,
     /// The stop signal; long-lived responses end when it fires.
     pub shutdown: Shutdown,
     /// Background tasks, awaited before the process exits.
@@ -150,11 +152,13 @@ impl AppState {
             message: err.to_string(),
         })?;
         let api_document = ApiDocument::new(served_routes(&config).into_openapi(), &config);
+        let item_streams = SubscriberLimit::new(config.stream.max_concurrent);
         Ok(Self(Arc::new(Components {
             config: Arc::new(config),
             metrics,
             events,
             subscribers,
+            item_streams,
             shutdown,
             tasks,
             started_at: Instant::now(),
@@ -180,6 +184,9 @@ impl AppState {
         self.metrics
             .gauge("sse_connections_open", &[])
             .set(self.subscribers.open() as f64);
+        self.metrics
+            .gauge("stream_responses_open", &[])
+            .set(self.item_streams.open() as f64);
         self.compute.export_metrics(&self.metrics);
     }
 
@@ -201,10 +208,28 @@ pub fn build_router(state: AppState) -> Router {
     .with_state(state)
 }
 
-/// Every route this configuration serves, each with its OpenAPI description: the one list that
-/// both the router and the document are made from.
+/// The application of the `METRICS_ADDR` listener: `/metrics` alone, with the shared layers.
+pub fn build_metrics_router(state: AppState) -> Router {
+    let router =
+        Router::from(routes::ops::metrics_router()).fallback(|| async { ApiError::RouteNotFound });
+    middleware::apply(
+        router,
+        &state.config.server.cors_origins,
+        state.metrics.clone(),
+    )
+    .with_state(state)
+}
+
+/// Every route this configuration serves on its public port, each with its OpenAPI
+/// description: the one list that both the router and the document are made from.
+/// `/metrics` is among them unless `METRICS_ADDR` gives it a listener of its own.
 fn served_routes(config: &Config) -> OpenApiRouter<AppState> {
-    routes::api_router().merge(routes::tasks::blocking_demo_router(
+    let routes = routes::api_router().merge(routes::tasks::blocking_demo_router(
         config.compute.enable_blocking_demo,
-    ))
+    ));
+    if config.server.metrics_addr.is_none() {
+        routes.merge(routes::ops::metrics_router())
+    } else {
+        routes
+    }
 }

@@ -52,6 +52,12 @@ pub enum ApiError {
         /// The configured limit in bytes.
         limit: usize,
     },
+    /// The request body did not arrive within `BODY_READ_TIMEOUT_SECONDS`.
+    #[error("The request body did not arrive within {} seconds", .deadline.as_secs())]
+    BodyTimeout {
+        /// The configured deadline.
+        deadline: Duration,
+    },
     /// A query or body value of the wrong type or out of range.
     #[error("{message}")]
     InvalidInput {
@@ -205,6 +211,7 @@ impl ApiError {
             | Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthorized(_) | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
             Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -222,6 +229,7 @@ impl ApiError {
             Self::InvalidJson(_) => "invalid_json",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::BodyTimeout { .. } => "body_timeout",
             Self::InvalidInput { .. } => "invalid_input",
             Self::BadRequest { code, .. }
             | Self::MissingField { code, .. }
@@ -316,6 +324,12 @@ impl IntoResponse for ApiError {
                     header::WWW_AUTHENTICATE,
                     insufficient_scope_challenge(*scope),
                 );
+            }
+            // The rest of the body may still come: on HTTP/1.1 it would be read as the next
+            // request, so the connection closes after this answer (HTTP/2 resets the stream
+            // alone, and hyper leaves this header out there).
+            Self::BodyTimeout { .. } => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             Self::InvalidCredentials => {
                 headers.insert(

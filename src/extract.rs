@@ -48,8 +48,7 @@ where
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let limit = AppState::from_ref(state).config.server.body_limit_bytes;
-        let body = read_body(req.into_body(), limit).await?;
+        let body = read_body(req.into_body(), &AppState::from_ref(state)).await?;
         parse_json(&body).map(Self)
     }
 }
@@ -74,8 +73,7 @@ where
             .get(header::CONTENT_TYPE)
             .and_then(|value| value.to_str().ok())
             .is_some_and(is_json_content_type);
-        let limit = AppState::from_ref(state).config.server.body_limit_bytes;
-        let body = read_body(req.into_body(), limit).await?;
+        let body = read_body(req.into_body(), &AppState::from_ref(state)).await?;
         if body.is_empty() {
             return Ok(Self(T::default()));
         }
@@ -86,13 +84,20 @@ where
     }
 }
 
-/// Reads a whole request body, refusing one of more than `limit` bytes with a 413.
+/// Reads a whole request body, refusing one of more than `BODY_LIMIT_BYTES` with a 413 and one
+/// that takes longer than `BODY_READ_TIMEOUT_SECONDS` to arrive with a 408 (which also closes
+/// an HTTP/1.1 connection: what is left of the body would be read as the next request).
 ///
-/// This is where `BODY_LIMIT_BYTES` is enforced: every body the API reads is read here (through
+/// This is where both are enforced: every body the API reads is read here (through
 /// [`ApiJson`]), so requests carry no per-request limit in their extensions, which is what
 /// axum's `DefaultBodyLimit` layer would add to every request, bodies or not.
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    match Limited::new(body, limit).collect().await {
+async fn read_body(body: Body, state: &AppState) -> Result<Bytes, ApiError> {
+    let limit = state.config.server.body_limit_bytes;
+    let deadline = state.config.server.body_read_timeout;
+    let Ok(read) = tokio::time::timeout(deadline, Limited::new(body, limit).collect()).await else {
+        return Err(ApiError::BodyTimeout { deadline });
+    };
+    match read {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) if err.is::<LengthLimitError>() => Err(ApiError::PayloadTooLarge { limit }),
         Err(err) => Err(ApiError::invalid_input(

@@ -35,6 +35,10 @@ pub const QUEUE_FULL_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// After `busy` (every heavy-job slot taken): jobs take hundreds of milliseconds each.
 pub const HEAVY_BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// After `too_many_streams` of `/stream` (`STREAM_MAX_CONCURRENT` responses open): a
+/// streamed response usually lasts seconds.
+pub const ITEM_STREAMS_FULL_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// After `too_many_streams` (every event-stream slot taken): streams last minutes, so a browser
 /// is asked to wait longer than its usual 3 s reconnect.
 pub const STREAMS_FULL_RETRY_AFTER: Duration = Duration::from_secs(5);

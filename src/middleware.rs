@@ -34,6 +34,9 @@ use crate::metrics::Metrics;
 /// Header carrying the request id, generated when the client sent none.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Longest client `x-request-id` echoed; a longer one is replaced by a new id.
+pub const REQUEST_ID_MAX_LEN: usize = 128;
+
 /// Route label for requests that matched no route (keeps metric cardinality bounded).
 const UNMATCHED_ROUTE: &str = "unmatched";
 
@@ -137,6 +140,14 @@ fn new_request_id() -> HeaderValue {
         .expect("a hyphenated UUID is a valid header value")
 }
 
+/// A client's request id is kept when it is 1 to [`REQUEST_ID_MAX_LEN`] visible ASCII
+/// characters (no space, no control, nothing beyond ASCII): it goes into every log line and
+/// back to the client, so it must not be able to forge a log line or carry a payload.
+fn is_acceptable_request_id(id: &HeaderValue) -> bool {
+    let bytes = id.as_bytes();
+    !bytes.is_empty() && bytes.len() <= REQUEST_ID_MAX_LEN && bytes.iter().all(u8::is_ascii_graphic)
+}
+
 fn add_security_headers<B>(mut response: Response<B>) -> Response<B> {
     let headers = response.headers_mut();
     for (name, value) in SECURITY_HEADERS {
@@ -211,6 +222,7 @@ where
         let request_id = request
             .headers()
             .get(REQUEST_ID)
+            .filter(|id| is_acceptable_request_id(id))
             .cloned()
             .unwrap_or_else(new_request_id);
         let method = KNOWN_METHODS
@@ -320,6 +332,26 @@ mod tests {
         Request::get(path)
             .body(Body::empty())
             .expect("valid request")
+    }
+
+    #[test]
+    fn only_short_visible_ascii_request_ids_are_kept() {
+        let longest = "a".repeat(REQUEST_ID_MAX_LEN);
+        for kept in ["trace-1", "A~!#/:=", longest.as_str()] {
+            let id = HeaderValue::from_str(kept).expect("valid header");
+            assert!(is_acceptable_request_id(&id), "{kept}");
+        }
+        let too_long = "a".repeat(REQUEST_ID_MAX_LEN + 1);
+        for refused in [
+            &b""[..],
+            b"two words",
+            b"tab\there",
+            b"caf\xc3\xa9",
+            too_long.as_bytes(),
+        ] {
+            let id = HeaderValue::from_bytes(refused).expect("valid header");
+            assert!(!is_acceptable_request_id(&id), "{refused:?}");
+        }
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -59,10 +59,12 @@ and `retryAfterSeconds` (plus a `Retry-After` header) for 429 and 503.
 - An unknown path is `404 not_found`; a known path with another method is `405 \
 method_not_allowed` with an `Allow` header.
 - JSON bodies need `Content-Type: application/json` (else `415 unsupported_media_type`), must \
-parse (else `400 invalid_json`) and fit in `BODY_LIMIT_BYTES` (else `413 payload_too_large`).
+parse (else `400 invalid_json`), fit in `BODY_LIMIT_BYTES` (else `413 payload_too_large`) and \
+arrive within `BODY_READ_TIMEOUT_SECONDS` (else `408 body_timeout`, and the connection closes).
 - A query or body value of the wrong type or out of range is `400 invalid_input`, naming the \
 field and the allowed range. Ranges shown here are the ones this server enforces.
-- Every response carries `x-request-id`, echoed when the request sent one.";
+- Every response carries `x-request-id`, echoed when the request sent one of at most 128 \
+visible ASCII characters (a new one otherwise).";
 
 /// The part of the document that no handler describes: info, tags and security schemes.
 #[derive(utoipa::OpenApi)]

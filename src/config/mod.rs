@@ -29,8 +29,8 @@ pub use compute::{ComputeConfig, HeavyPool};
 pub use events::{DEFAULT_SSE_MAX_CONNECTIONS, EventsConfig};
 pub use queue::QueueConfig;
 pub use server::{
-    CorsOrigins, FD_RESERVE, LogFormat, MAX_CONNECTIONS_CEILING, ServerConfig,
-    default_max_connections,
+    CorsOrigins, FD_RESERVE, HTTP2_MAX_CONCURRENT_STREAMS_CEILING, LogFormat,
+    MAX_CONNECTIONS_CEILING, ServerConfig, TlsSource, default_max_connections,
 };
 pub use store::{DEFAULT_REDIS_PREFIX, RedisUrl, StoreConfig};
 pub use stream::StreamConfig;

@@ -1,7 +1,8 @@
 //! Serving settings: the listen address, logs, CORS, bodies, connections and their deadlines,
-//! the stop, and which proxies name the client.
+//! the stop, which proxies name the client, HTTPS and HTTP/2, and where `/metrics` is served.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{AppEnv, ConfigError, Env};
@@ -37,6 +38,24 @@ pub enum CorsOrigins {
     List(Vec<String>),
 }
 
+/// Largest `HTTP2_MAX_CONCURRENT_STREAMS` accepted.
+pub const HTTP2_MAX_CONCURRENT_STREAMS_CEILING: u32 = 10_000;
+
+/// Where the certificate HTTPS is served with comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// `TLS_CERT_FILE` and `TLS_KEY_FILE`: PEM files, read at start-up and again on `SIGHUP`.
+    Files {
+        /// The certificate chain, leaf first.
+        cert: PathBuf,
+        /// The private key (PKCS#8, PKCS#1 or SEC1).
+        key: PathBuf,
+    },
+    /// `TLS_SELF_SIGNED=true`: a certificate for `localhost` made at start-up, for trying HTTPS
+    /// locally (development only).
+    SelfSigned,
+}
+
 /// How the server listens, answers and stops.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -63,6 +82,21 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// `TRUSTED_PROXIES`: the reverse proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: TrustedProxies,
+    /// `BODY_READ_TIMEOUT_SECONDS`: longest wait for a whole request body once its head is in.
+    pub body_read_timeout: Duration,
+    /// `WRITE_STALL_TIMEOUT_SECONDS`: how long a connection may go without taking any byte of
+    /// a response it was sent before it is closed.
+    pub write_stall_timeout: Duration,
+    /// `MAX_CONNECTIONS_PER_IP`: open connections per peer address; peers in
+    /// `TRUSTED_PROXIES` are not capped.
+    pub max_connections_per_ip: usize,
+    /// `METRICS_ADDR`: when set, `/metrics` is served on this address only.
+    pub metrics_addr: Option<SocketAddr>,
+    /// `TLS_CERT_FILE` / `TLS_KEY_FILE` or `TLS_SELF_SIGNED`: serve HTTPS; `None` serves plain
+    /// HTTP/1.1 and h2c.
+    pub tls: Option<TlsSource>,
+    /// `HTTP2_MAX_CONCURRENT_STREAMS`: streams one HTTP/2 connection may have open at once.
+    pub http2_max_concurrent_streams: u32,
 }
 
 impl ServerConfig {
@@ -124,7 +158,66 @@ impl ServerConfig {
                 })
                 .transpose()?
                 .unwrap_or_default(),
+            body_read_timeout: Duration::from_secs(env.int(
+                "BODY_READ_TIMEOUT_SECONDS",
+                1..=3600,
+                10,
+            )?),
+            write_stall_timeout: Duration::from_secs(env.int(
+                "WRITE_STALL_TIMEOUT_SECONDS",
+                1..=3600,
+                30,
+            )?),
+            max_connections_per_ip: env.int(
+                "MAX_CONNECTIONS_PER_IP",
+                1..=MAX_CONNECTIONS_CEILING,
+                256,
+            )?,
+            metrics_addr: env.parse(
+                "METRICS_ADDR",
+                "an address with a port such as 127.0.0.1:9100",
+            )?,
+            tls: tls_source(env, production)?,
+            http2_max_concurrent_streams: env.int(
+                "HTTP2_MAX_CONCURRENT_STREAMS",
+                1..=HTTP2_MAX_CONCURRENT_STREAMS_CEILING,
+                128,
+            )?,
         })
+    }
+}
+
+/// `TLS_CERT_FILE` and `TLS_KEY_FILE` (both or neither), or `TLS_SELF_SIGNED` (development
+/// only, and not with the files).
+fn tls_source(env: &Env<'_>, production: bool) -> Result<Option<TlsSource>, ConfigError> {
+    let self_signed = env.bool("TLS_SELF_SIGNED", false)?;
+    match (env.get("TLS_CERT_FILE"), env.get("TLS_KEY_FILE")) {
+        (Some(cert), Some(key)) => {
+            if self_signed {
+                return Err(ConfigError::new(
+                    "TLS_SELF_SIGNED",
+                    "cannot be used with TLS_CERT_FILE and TLS_KEY_FILE; unset one or the other",
+                ));
+            }
+            Ok(Some(TlsSource::Files {
+                cert: cert.into(),
+                key: key.into(),
+            }))
+        }
+        (Some(_), None) => Err(ConfigError::new(
+            "TLS_KEY_FILE",
+            "is required with TLS_CERT_FILE (the PEM file of its private key)",
+        )),
+        (None, Some(_)) => Err(ConfigError::new(
+            "TLS_CERT_FILE",
+            "is required with TLS_KEY_FILE (the PEM file of its certificate chain)",
+        )),
+        (None, None) if self_signed && production => Err(ConfigError::new(
+            "TLS_SELF_SIGNED",
+            "is for trying HTTPS locally and refused in production; set TLS_CERT_FILE and \
+             TLS_KEY_FILE",
+        )),
+        (None, None) => Ok(self_signed.then_some(TlsSource::SelfSigned)),
     }
 }
 
@@ -202,6 +295,54 @@ mod tests {
             default_max_connections(u64::MAX),
             MAX_CONNECTIONS_CEILING - FD_RESERVE
         );
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_self_signed_is_for_development() {
+        let config = Config::from_pairs([]).expect("defaults are valid");
+        assert_eq!(config.server.tls, None);
+        let config = Config::from_pairs([("TLS_CERT_FILE", "c.pem"), ("TLS_KEY_FILE", "k.pem")])
+            .expect("valid");
+        assert_eq!(
+            config.server.tls,
+            Some(TlsSource::Files {
+                cert: "c.pem".into(),
+                key: "k.pem".into()
+            })
+        );
+        let err = Config::from_pairs([("TLS_CERT_FILE", "c.pem")]).unwrap_err();
+        assert_eq!(err.var, "TLS_KEY_FILE");
+        let err = Config::from_pairs([("TLS_KEY_FILE", "k.pem")]).unwrap_err();
+        assert_eq!(err.var, "TLS_CERT_FILE");
+        let config = Config::from_pairs([("TLS_SELF_SIGNED", "true")]).expect("valid");
+        assert_eq!(config.server.tls, Some(TlsSource::SelfSigned));
+        let lookup = |name: &str| (name == "TLS_SELF_SIGNED").then(|| "true".to_owned());
+        let err = tls_source(&Env(&lookup), true).unwrap_err();
+        assert_eq!(err.var, "TLS_SELF_SIGNED", "{err}");
+    }
+
+    #[test]
+    fn hardening_settings_have_their_defaults_and_ranges() {
+        let server = Config::from_pairs([]).expect("defaults are valid").server;
+        assert_eq!(server.body_read_timeout, Duration::from_secs(10));
+        assert_eq!(server.write_stall_timeout, Duration::from_secs(30));
+        assert_eq!(server.max_connections_per_ip, 256);
+        assert_eq!(server.metrics_addr, None);
+        assert_eq!(server.http2_max_concurrent_streams, 128);
+        for var in [
+            "BODY_READ_TIMEOUT_SECONDS",
+            "WRITE_STALL_TIMEOUT_SECONDS",
+            "MAX_CONNECTIONS_PER_IP",
+            "HTTP2_MAX_CONCURRENT_STREAMS",
+        ] {
+            assert_eq!(Config::from_pairs([(var, "0")]).unwrap_err().var, var);
+        }
+        let err = Config::from_pairs([("METRICS_ADDR", "localhost")]).unwrap_err();
+        assert_eq!(err.var, "METRICS_ADDR");
+        let server = Config::from_pairs([("METRICS_ADDR", "127.0.0.1:9100")])
+            .expect("valid")
+            .server;
+        assert_eq!(server.metrics_addr, Some(([127, 0, 0, 1], 9100).into()));
     }
 
     #[test]

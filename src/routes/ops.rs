@@ -23,14 +23,19 @@ use crate::routes::demo;
 /// must get an answer well within its own timeout.
 const READY_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// `GET /`, `GET /health`, `GET /ready`, `GET /metrics`, `GET /openapi.json`.
+/// `GET /`, `GET /health`, `GET /ready`, `GET /openapi.json` (`GET /metrics` is
+/// [`metrics_router`]).
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(index))
         .routes(routes!(health))
         .routes(routes!(ready))
-        .routes(routes!(metrics))
         .routes(routes!(openapi_json))
+}
+
+/// `GET /metrics`: on the public port, or alone on `METRICS_ADDR` when that is set.
+pub fn metrics_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(metrics))
 }
 
 /// The endpoint index, or the demo page for a browser.

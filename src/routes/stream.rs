@@ -4,6 +4,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use utoipa::openapi::schema::Object;
 use utoipa::{IntoParams, ToSchema};
@@ -13,6 +14,7 @@ use utoipa_axum::routes;
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiQuery, choice_param, int_param};
+use crate::fault::ITEM_STREAMS_FULL_RETRY_AFTER;
 use crate::openapi::{self, tags};
 use crate::routes::X_ACCEL_BUFFERING;
 use crate::routes::access::{Access, Stream};
@@ -138,6 +140,9 @@ impl StreamQuery {
         (status = 400, body = ErrorBody,
             description = "`invalid_input`: a parameter is not an integer in its range, or an \
                 unknown `format`"),
+        (status = 503, body = ErrorBody,
+            description = "`too_many_streams`: `STREAM_MAX_CONCURRENT` responses are open",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
 )]
 async fn stream(
@@ -146,7 +151,19 @@ async fn stream(
     ApiQuery(query): ApiQuery<StreamQuery>,
 ) -> Result<Response, ApiError> {
     let spec = query.parse(state.config.stream.max_items)?;
-    let items = ItemStream::new(spec, StreamMeter::new(&state.metrics));
+    let slot = state
+        .item_streams
+        .try_acquire()
+        .ok_or(ApiError::Unavailable {
+            code: "too_many_streams",
+            message: "Too many open streamed responses; retry later",
+            retry_after: ITEM_STREAMS_FULL_RETRY_AFTER,
+        })?;
+    // The slot is freed when the body is dropped: sent whole, or the client gone.
+    let items = ItemStream::new(spec, StreamMeter::new(&state.metrics)).map(move |chunk| {
+        let _held = &slot;
+        chunk
+    });
     Ok((
         [
             (header::CONTENT_TYPE, spec.format.content_type()),

@@ -151,9 +151,14 @@ impl Acceptor {
     }
 
     /// Answers `503 server_busy` to a connection that cannot be served once its request head
-    /// is in, and closes it; closes it at once when [`REFUSALS_MAX`] are being answered.
-    pub(super) fn refuse(&self, stream: TcpStream) {
+    /// is in, and closes it; closes it at once when [`REFUSALS_MAX`] are being answered, or
+    /// when the port serves HTTPS (the answer is plain HTTP/1.1, which a TLS client cannot
+    /// read, and a handshake for a refusal would spend the CPU the refusal is there to save).
+    pub(super) fn refuse(&self, stream: TcpStream, tls: bool) {
         self.refused.increment(1);
+        if tls {
+            return;
+        }
         let Ok(permit) = self.refusals.clone().try_acquire_owned() else {
             tracing::debug!("too many refusals pending; connection closed without an answer");
             return;

@@ -13,8 +13,13 @@
 //! registry's count of accepted connections, stamped into the word when a connection becomes
 //! idle: room is only ever made when a connection arrives, so a clock that moves only then is
 //! all the ordering needs, and a request reads it with one relaxed load instead of the time.
+//!
+//! The registry also counts connections per peer address (`MAX_CONNECTIONS_PER_IP`), under
+//! the same lock at the same two moments, so one client cannot take every slot.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry as MapEntry;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -40,12 +45,16 @@ pub(super) struct ConnectionRegistry {
     /// Notified whenever a connection has closed.
     closed: Notify,
     max: usize,
+    max_per_ip: usize,
     made_room: Counter,
     first_request_timeouts: Counter,
+    per_ip_refusals: Counter,
 }
 
 struct Open {
     slots: HashMap<u64, Entry>,
+    /// Open connections by peer address, for the capped peers only.
+    per_ip: HashMap<IpAddr, usize>,
     /// Entries asked to close to make room that have not closed yet: no longer counted
     /// against the cap.
     closing: usize,
@@ -57,11 +66,21 @@ struct Entry {
     closing: bool,
 }
 
+/// Why a connection was not registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// At the cap (or out of descriptors) with no idle connection to close.
+    Full,
+    /// Its peer address has `MAX_CONNECTIONS_PER_IP` connections open.
+    PeerAtCap,
+}
+
 /// A registered connection; dropping it (when the connection's task ends) unregisters it.
 pub(super) struct Registration {
     registry: Arc<ConnectionRegistry>,
     id: u64,
     slot: Arc<Slot>,
+    capped_peer: Option<IpAddr>,
 }
 
 impl Registration {
@@ -69,30 +88,43 @@ impl Registration {
         &self.slot
     }
 
-    /// Counts a connection closed because its first request head did not come in time.
-    pub(super) fn first_request_timed_out(&self) {
-        self.registry.first_request_timeouts.increment(1);
+    /// At the first-request deadline: moves a connection that has sent no request head yet
+    /// to closing and counts it (`true`: the caller closes it).
+    pub(super) fn expire_if_new(&self, peer: std::net::SocketAddr) -> bool {
+        let expired = self.slot.expire_new();
+        if expired {
+            tracing::debug!(%peer, "no request head in time; connection closed");
+            self.registry.first_request_timeouts.increment(1);
+        }
+        expired
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.registry.remove(self.id);
+        self.registry.remove(self.id, self.capped_peer);
     }
 }
 
 impl ConnectionRegistry {
-    /// A registry for at most `max` connections, whose counts `metrics` shows.
-    pub(super) fn new(max: usize, metrics: &Metrics) -> Arc<Self> {
+    /// A registry for at most `max` connections, `max_per_ip` from one capped peer address,
+    /// whose counts `metrics` shows.
+    pub(super) fn new(max: usize, max_per_ip: usize, metrics: &Metrics) -> Arc<Self> {
         let registry = Arc::new(Self {
             open: Mutex::new(Open {
                 slots: HashMap::new(),
+                per_ip: HashMap::new(),
                 closing: 0,
                 last_warning: None,
             }),
             clock: Arc::default(),
             closed: Notify::new(),
             max,
+            max_per_ip,
+            per_ip_refusals: metrics.counter(
+                "http_connections_closed_total",
+                &[("reason", "per_ip_limit")],
+            ),
             made_room: metrics.counter("http_connections_closed_total", &[("reason", "make_room")]),
             first_request_timeouts: metrics.counter(
                 "http_connections_closed_total",
@@ -103,14 +135,28 @@ impl ConnectionRegistry {
         registry
     }
 
-    /// Registers a new connection; at the cap, or when the process is `out_of_files`, first
-    /// closes idle ones to make room. `None` when none could be closed: the new connection
-    /// cannot be served.
-    pub(super) fn admit(self: &Arc<Self>, out_of_files: bool) -> Option<Registration> {
+    /// Registers a new connection from `capped_peer` (`None` for a peer the per-address cap
+    /// does not apply to); at the cap, or when the process is `out_of_files`, first closes
+    /// idle ones to make room. Refused when its peer is at its own cap, or when no connection
+    /// could be closed.
+    pub(super) fn admit(
+        self: &Arc<Self>,
+        out_of_files: bool,
+        capped_peer: Option<IpAddr>,
+    ) -> Result<Registration, Refusal> {
         let mut open = self.lock();
+        if let Some(ip) = capped_peer
+            && open.per_ip.get(&ip).is_some_and(|&n| n >= self.max_per_ip)
+        {
+            self.per_ip_refusals.increment(1);
+            return Err(Refusal::PeerAtCap);
+        }
         let full = out_of_files || open.slots.len() - open.closing >= self.max;
         if full && self.close_idle(&mut open) == 0 {
-            return None;
+            return Err(Refusal::Full);
+        }
+        if let Some(ip) = capped_peer {
+            *open.per_ip.entry(ip).or_default() += 1;
         }
         let id = self.clock.fetch_add(1, Relaxed) + 1;
         let slot = Arc::new(Slot::new(id, self.clock.clone()));
@@ -121,10 +167,11 @@ impl ConnectionRegistry {
                 closing: false,
             },
         );
-        Some(Registration {
+        Ok(Registration {
             registry: self.clone(),
             id,
             slot,
+            capped_peer,
         })
     }
 
@@ -214,11 +261,19 @@ impl ConnectionRegistry {
         closed
     }
 
-    fn remove(&self, id: u64) {
+    fn remove(&self, id: u64, capped_peer: Option<IpAddr>) {
         {
             let mut open = self.lock();
             if open.slots.remove(&id).is_some_and(|entry| entry.closing) {
                 open.closing -= 1;
+            }
+            if let Some(ip) = capped_peer
+                && let MapEntry::Occupied(mut count) = open.per_ip.entry(ip)
+            {
+                *count.get_mut() -= 1;
+                if *count.get() == 0 {
+                    count.remove();
+                }
             }
         }
         self.closed.notify_waiters();
@@ -314,14 +369,14 @@ mod tests {
     #[test]
     fn at_the_cap_the_oldest_idle_connection_makes_room_and_busy_ones_never_do() {
         let metrics = Metrics::new();
-        let registry = ConnectionRegistry::new(2, &metrics);
-        let first = registry.admit(false).expect("room");
-        let second = registry.admit(false).expect("room");
+        let registry = ConnectionRegistry::new(2, 10, &metrics);
+        let first = registry.admit(false, None).expect("room");
+        let second = registry.admit(false, None).expect("room");
         first.slot().request_started();
         second.slot().request_started();
-        assert!(registry.admit(false).is_none(), "both are busy");
+        assert!(registry.admit(false, None).is_err(), "both are busy");
         second.slot().response_finished();
-        let third = registry.admit(false).expect("the idle one made room");
+        let third = registry.admit(false, None).expect("the idle one made room");
         assert_eq!(second.slot().phase(), Phase::Closing);
         assert_eq!(first.slot().phase(), Phase::Active);
         // The closing one no longer counts against the cap, but is still open.
@@ -342,16 +397,46 @@ mod tests {
 
     #[test]
     fn out_of_descriptors_room_is_made_below_the_cap_too() {
-        let registry = ConnectionRegistry::new(10, &Metrics::new());
-        let busy = registry.admit(false).expect("room");
+        let registry = ConnectionRegistry::new(10, 10, &Metrics::new());
+        let busy = registry.admit(false, None).expect("room");
         busy.slot().request_started();
         assert!(
-            registry.admit(true).is_none(),
+            registry.admit(true, None).is_err(),
             "the only connection is busy"
         );
-        let silent = registry.admit(false).expect("below the cap");
-        assert!(registry.admit(true).is_some(), "the silent one made room");
+        let silent = registry.admit(false, None).expect("below the cap");
+        assert!(
+            registry.admit(true, None).is_ok(),
+            "the silent one made room"
+        );
         assert_eq!(silent.slot().phase(), Phase::ClosingNew);
         assert_eq!(busy.slot().phase(), Phase::Active);
+    }
+
+    #[test]
+    fn a_capped_peer_gets_its_share_and_uncapped_ones_do_not_count() {
+        let metrics = Metrics::new();
+        let registry = ConnectionRegistry::new(10, 2, &metrics);
+        let peer: IpAddr = [10, 0, 0, 1].into();
+        let first = registry.admit(false, Some(peer)).expect("room");
+        let _second = registry.admit(false, Some(peer)).expect("room");
+        assert_eq!(
+            registry.admit(false, Some(peer)).err(),
+            Some(Refusal::PeerAtCap)
+        );
+        let _other = registry
+            .admit(false, Some([10, 0, 0, 2].into()))
+            .expect("another peer");
+        let _proxied: Vec<_> = (0..3)
+            .map(|_| registry.admit(false, None).expect("uncapped"))
+            .collect();
+        drop(first);
+        let _third = registry.admit(false, Some(peer)).expect("one closed");
+        assert!(registry.lock().per_ip.len() == 2);
+        assert!(
+            metrics
+                .render()
+                .contains(r#"http_connections_closed_total{reason="per_ip_limit"} 1"#)
+        );
     }
 }

@@ -5,6 +5,12 @@
 //! lock); the registry reads it to choose connections to close and moves it to a closing phase
 //! with a compare-and-swap, which fails if a request arrived since the choice, so a connection
 //! that just became busy is never closed.
+//!
+//! An HTTP/2 connection carries many requests at once, so its word also counts them: while it
+//! is active or streaming, the stamp's bits hold how many streams are open and how many of
+//! those are event streams, updated with compare-and-swap loops since its streams run on tasks
+//! of their own. It is idle when its last stream ends, like an HTTP/1.1 connection between two
+//! requests.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -75,6 +81,34 @@ pub(super) fn stamp_of(word: u64) -> u64 {
     word >> PHASE_BITS
 }
 
+/// Bits of a multiplexed connection's stamp that count its open streams; the bits above count
+/// its event streams. `HTTP2_MAX_CONCURRENT_STREAMS` is far below the 2^24 this allows.
+const STREAM_COUNT_BITS: u32 = 24;
+const STREAM_COUNT_MASK: u64 = (1 << STREAM_COUNT_BITS) - 1;
+
+/// The open streams and event streams a multiplexed connection's word counts (none unless it
+/// is active or streaming).
+fn streams_of(word: u64) -> (u64, u64) {
+    match phase_of(word) {
+        Phase::Active | Phase::Streaming => {
+            let stamp = stamp_of(word);
+            (stamp & STREAM_COUNT_MASK, stamp >> STREAM_COUNT_BITS)
+        }
+        _ => (0, 0),
+    }
+}
+
+/// The word of a multiplexed connection with `open` streams, `events` of them event streams
+/// (`open` > 0).
+fn streams_word(open: u64, events: u64) -> u64 {
+    let phase = if events > 0 {
+        Phase::Streaming
+    } else {
+        Phase::Active
+    };
+    word((events << STREAM_COUNT_BITS) | open, phase)
+}
+
 /// One connection's phase and its wake-up, shared by its task, its service and the registry.
 pub(super) struct Slot {
     word: AtomicU64,
@@ -108,6 +142,43 @@ impl Slot {
     pub(super) fn response_finished(&self) {
         let now = self.clock.load(Relaxed);
         self.word.store(word(now, Phase::Idle), Relaxed);
+    }
+
+    /// A stream of a multiplexed (HTTP/2) connection opened.
+    pub(super) fn stream_opened(&self) {
+        self.update(|seen| {
+            let (open, events) = streams_of(seen);
+            streams_word(open + 1, events)
+        });
+    }
+
+    /// A stream of a multiplexed connection turned out to be an event stream.
+    pub(super) fn stream_is_events(&self) {
+        self.update(|seen| {
+            let (open, events) = streams_of(seen);
+            streams_word(open.max(1), events + 1)
+        });
+    }
+
+    /// A stream of a multiplexed connection ended (`events`: it was an event stream); the
+    /// last one leaves the connection idle.
+    pub(super) fn stream_closed(&self, events: bool) {
+        self.update(|seen| {
+            let (open, open_events) = streams_of(seen);
+            let open = open.saturating_sub(1);
+            let open_events = open_events.saturating_sub(u64::from(events));
+            if open == 0 {
+                word(self.clock.load(Relaxed), Phase::Idle)
+            } else {
+                streams_word(open, open_events)
+            }
+        });
+    }
+
+    fn update(&self, next: impl Fn(u64) -> u64) {
+        let _ = self
+            .word
+            .fetch_update(Relaxed, Relaxed, |seen| Some(next(seen)));
     }
 
     pub(super) fn phase(&self) -> Phase {
@@ -170,5 +241,30 @@ mod tests {
         assert_eq!((phase_of(seen), stamp_of(seen)), (Phase::Idle, 9));
         assert!(slot.try_close(seen));
         assert_eq!(slot.phase(), Phase::Closing);
+    }
+
+    #[test]
+    fn a_multiplexed_connection_is_idle_only_when_its_last_stream_ends() {
+        let clock = Arc::new(AtomicU64::new(4));
+        let slot = Slot::new(1, clock);
+        slot.stream_opened();
+        slot.stream_opened();
+        assert_eq!(slot.phase(), Phase::Active);
+        slot.stream_is_events();
+        assert_eq!(slot.phase(), Phase::Streaming);
+        slot.stream_closed(false);
+        assert_eq!(
+            slot.phase(),
+            Phase::Streaming,
+            "the event stream is still open"
+        );
+        assert!(!slot.try_close(slot.seen()));
+        slot.stream_opened();
+        slot.stream_closed(true);
+        assert_eq!(slot.phase(), Phase::Active);
+        slot.stream_closed(false);
+        let seen = slot.seen();
+        assert_eq!((phase_of(seen), stamp_of(seen)), (Phase::Idle, 4));
+        assert!(slot.try_close(seen));
     }
 }

@@ -23,6 +23,8 @@ use tokio::task::JoinHandle;
 pub struct TestApp {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where `/metrics` is served when `METRICS_ADDR` is set.
+    pub metrics_addr: Option<SocketAddr>,
     /// A client with no connection reuse surprises: plain HTTP, short timeout.
     pub client: reqwest::Client,
     /// The state directory, kept so a restart can reuse it.
@@ -34,6 +36,10 @@ pub struct TestApp {
     _data_dir_guard: Option<tempfile::TempDir>,
 }
 
+/// Every client of a test comes from a loopback address, often hundreds at once: tests lift
+/// `MAX_CONNECTIONS_PER_IP` out of their way unless they set it.
+pub const TEST_PER_IP_CAP: (&str, &str) = ("MAX_CONNECTIONS_PER_IP", "1000000");
+
 /// Configuration used by every test: loopback, port 0, fast intervals, a private data dir.
 pub fn test_config(data_dir: &Path, overrides: &[(&str, &str)]) -> Config {
     let data_dir = data_dir.to_str().expect("temp dir path is UTF-8");
@@ -44,6 +50,7 @@ pub fn test_config(data_dir: &Path, overrides: &[(&str, &str)]) -> Config {
         ("DATA_DIR", data_dir),
         ("NOTIFY_INTERVAL_MS", "50"),
         ("SHUTDOWN_TIMEOUT_SECONDS", "5"),
+        TEST_PER_IP_CAP,
     ];
     pairs.extend_from_slice(overrides);
     let mut config = Config::from_pairs(pairs).expect("test configuration is valid");
@@ -91,6 +98,7 @@ pub async fn spawn_with_stores(
 fn serve(data_dir: PathBuf, app: Application) -> TestApp {
     let state = app.state().clone();
     let addr = app.local_addr();
+    let metrics_addr = app.metrics_addr();
     let shutdown = app.shutdown();
     let handle = tokio::spawn(app.run());
     let client = reqwest::Client::builder()
@@ -99,6 +107,7 @@ fn serve(data_dir: PathBuf, app: Application) -> TestApp {
         .expect("client");
     TestApp {
         addr,
+        metrics_addr,
         client,
         data_dir,
         state,

@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
-use super::Api;
+use super::{Api, TEST_PER_IP_CAP};
 
 /// Longest wait for a server to report its address (a guard against a hang, not a timing).
 const START_GUARD: Duration = Duration::from_secs(20);
@@ -57,7 +57,7 @@ impl ServerProcess {
         envs: &[(&str, &str)],
         fd_limit: Option<FdLimit>,
     ) -> Result<Self, String> {
-        let envs: Vec<(&str, &str)> = [("RUST_LOG", "backflow=info")]
+        let envs: Vec<(&str, &str)> = [("RUST_LOG", "backflow=info"), TEST_PER_IP_CAP]
             .into_iter()
             .chain(envs.iter().copied())
             .collect();
