@@ -24,7 +24,7 @@ mod notifications;
 mod openapi;
 mod proxy;
 mod queue;
-mod slow_clients;
 mod shutdown;
+mod slow_clients;
 mod store;
 mod stream;
