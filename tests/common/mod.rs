@@ -6,6 +6,7 @@
 pub mod api;
 pub mod cluster;
 pub mod faults;
+pub mod h2;
 pub mod nginx;
 pub mod process;
 pub mod redis;

@@ -18,6 +18,7 @@ mod demo;
 mod foundation;
 mod hardening;
 mod heavy;
+mod http2;
 mod leases;
 mod login_budgets;
 mod notifications;
