@@ -17,6 +17,12 @@ use super::{Api, system};
 /// The deployment's nginx configuration, with `${BACKFLOW_...}` placeholders.
 pub const TEMPLATE: &str = include_str!("../../deploy/nginx.conf.template");
 
+/// The lines that make nginx terminate TLS with HTTP/2, in place of the template's `listen`.
+pub const TLS_TEMPLATE: &str = include_str!("../../deploy/nginx-tls.conf.template");
+
+/// The `listen` line of [`TEMPLATE`] that [`TLS_TEMPLATE`] replaces.
+const PLAIN_LISTEN: &str = "        listen ${BACKFLOW_LISTEN_PORT};\n";
+
 /// Longest wait for nginx to accept connections (a guard against a hang, not a timing).
 const READY_GUARD: Duration = Duration::from_secs(10);
 /// How long nginx gets to stop after SIGTERM before it is killed.
@@ -33,22 +39,63 @@ pub fn render_config(
     run_dir: &Path,
     log_dir: &Path,
 ) -> String {
+    filled(render(TEMPLATE, listen_port, upstreams, run_dir, log_dir))
+}
+
+/// `config`, after checking that no placeholder is left in it.
+fn filled(config: String) -> String {
+    if let Some(at) = config.find("${") {
+        let name = config[at..].split_inclusive('}').next().unwrap_or_default();
+        panic!("a placeholder of the nginx template is not filled: {name}");
+    }
+    config
+}
+
+/// Like [`render_config`], with nginx serving HTTPS and HTTP/2 with the PEM files `cert` and
+/// `key` ([`TLS_TEMPLATE`] in place of the `listen` line).
+pub fn render_tls_config(
+    listen_port: u16,
+    upstreams: &[SocketAddr],
+    run_dir: &Path,
+    log_dir: &Path,
+    (cert, key): (&Path, &Path),
+) -> String {
+    assert!(
+        TEMPLATE.contains(PLAIN_LISTEN),
+        "the template's listen line"
+    );
+    let tls_lines: String = TLS_TEMPLATE
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let path = |file: &Path| file.to_str().expect("a UTF-8 path").to_owned();
+    let template = TEMPLATE.replace(PLAIN_LISTEN, &tls_lines);
+    filled(
+        render(&template, listen_port, upstreams, run_dir, log_dir)
+            .replace("${BACKFLOW_TLS_CERT}", &path(cert))
+            .replace("${BACKFLOW_TLS_KEY}", &path(key)),
+    )
+}
+
+fn render(
+    template: &str,
+    listen_port: u16,
+    upstreams: &[SocketAddr],
+    run_dir: &Path,
+    log_dir: &Path,
+) -> String {
     assert!(!upstreams.is_empty(), "nginx needs at least one upstream");
     let servers: String = upstreams
         .iter()
         .map(|addr| format!("server {addr}; "))
         .collect();
     let path = |dir: &Path| dir.to_str().expect("a UTF-8 path").to_owned();
-    let config = TEMPLATE
+    template
         .replace("${BACKFLOW_LISTEN_PORT}", &listen_port.to_string())
         .replace("${BACKFLOW_UPSTREAMS}", servers.trim_end())
         .replace("${BACKFLOW_NGINX_RUN_DIR}", &path(run_dir))
-        .replace("${BACKFLOW_NGINX_LOG_DIR}", &path(log_dir));
-    if let Some(at) = config.find("${") {
-        let name = config[at..].split_inclusive('}').next().unwrap_or_default();
-        panic!("a placeholder of the nginx template is not filled: {name}");
-    }
-    config
+        .replace("${BACKFLOW_NGINX_LOG_DIR}", &path(log_dir))
 }
 
 /// A running nginx, stopped when dropped.
@@ -75,6 +122,17 @@ impl Nginx {
     /// configured); waits until it accepts connections. Panics with its error log if it does
     /// not start.
     pub async fn start(upstreams: &[SocketAddr]) -> Self {
+        Self::start_with(|port, dir| render_config(port, upstreams, dir, dir)).await
+    }
+
+    /// Like [`Nginx::start`], with nginx terminating TLS (HTTP/2 and HTTP/1.1 by ALPN) with
+    /// the PEM files `cert` and `key`.
+    pub async fn start_tls(upstreams: &[SocketAddr], cert: &Path, key: &Path) -> Self {
+        Self::start_with(|port, dir| render_tls_config(port, upstreams, dir, dir, (cert, key)))
+            .await
+    }
+
+    async fn start_with(config: impl FnOnce(u16, &Path) -> String) -> Self {
         let dir = tempfile::tempdir().expect("a directory for nginx");
         // Run as root, nginx's workers switch to an unprivileged user: let them reach it.
         std::fs::set_permissions(
@@ -83,7 +141,7 @@ impl Nginx {
         )
         .expect("the directory's mode can be set");
         let port = system::free_port();
-        let config = render_config(port, upstreams, dir.path(), dir.path());
+        let config = config(port, dir.path());
         let config_path = dir.path().join("nginx.conf");
         std::fs::write(&config_path, config).expect("nginx.conf written");
         let child = Command::new(system::installed("nginx", "apt-get install nginx"))

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::h2::{H2Connection, H2Events, TestCertificate, tls_connect, try_tls_connect};
+use crate::common::nginx::Nginx;
 use crate::common::process::{ServerProcess, refused_start};
 use crate::common::{Api, CONNECTED, TestApp, eventually, spawn_app_with};
 
@@ -372,4 +373,42 @@ async fn sighup_reloads_the_certificate_without_dropping_connections() {
     // ...and the connection opened before the reload still answers.
     assert_eq!(before.get("/health").await.status, 200);
     server.terminate().await;
+}
+
+#[tokio::test]
+async fn nginx_terminates_tls_with_http2_in_front_of_plain_instances() {
+    let cert = TestCertificate::new();
+    let app = spawn_app_with(&[("STORE", "memory")]).await;
+    let nginx = Nginx::start_tls(&[app.addr], &cert.cert_file, &cert.key_file).await;
+
+    let mut h2 = H2Connection::tls(nginx.addr, &cert.der).await;
+    let mut health = h2.get("/health").await;
+    assert_eq!(health.status, 200);
+    assert_eq!(
+        health.headers["strict-transport-security"],
+        "max-age=31536000"
+    );
+    assert_eq!(health.json().await["status"], "ok");
+    // Event streams through nginx share the client's one connection and are not buffered.
+    let mut streams = Vec::new();
+    for _ in 0..8 {
+        let mut events = H2Events::new(h2.get("/notifications").await);
+        assert_eq!(events.next_data().await, CONNECTED);
+        streams.push(events);
+    }
+    for events in &mut streams {
+        let notification: Value =
+            serde_json::from_str(&events.next_data().await).expect("JSON event");
+        assert!(notification["type"].is_string(), "{notification}");
+    }
+    // HTTP/1.1 clients reach the same port.
+    let mut http1 = tls_connect(nginx.addr, &cert.der, &[b"http/1.1"]).await;
+    let answer = http1_get(&mut http1, "/health").await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(
+        nginx
+            .error_log()
+            .lines()
+            .all(|line| !line.contains("[emerg]"))
+    );
 }
