@@ -51,10 +51,11 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
+# wait_healthy PORT [SCHEME]: waits until /health answers (https: certificate not checked).
 wait_healthy() {
-  local port=$1
+  local port=$1 scheme=${2:-http}
   for _ in $(seq 1 300); do
-    curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && return 0
+    curl -fsSk "$scheme://127.0.0.1:$port/health" >/dev/null 2>&1 && return 0
     sleep 0.1
   done
   echo "server on port $port did not become healthy" >&2
@@ -74,12 +75,13 @@ new_data_dir() {
 start_backflow() {
   local port=$1; shift
   new_data_dir
+  # Every load comes from 127.0.0.1: MAX_CONNECTIONS_PER_IP is lifted out of its way.
   env HOST=127.0.0.1 PORT="$port" RUST_LOG=warn DATA_DIR="$NEW_DIR" \
-      JWT_SECRET=bench-secret-bench-secret-bench-secret "$@" \
+      JWT_SECRET=bench-secret-bench-secret-bench-secret MAX_CONNECTIONS_PER_IP=1000000 "$@" \
       "${BACKFLOW_BIN:-$ROOT/target/release/backflow}" >"$RESULTS/backflow-$port.log" 2>&1 &
   PIDS+=($!)
   LAST_PID=$!
-  wait_healthy "$port"
+  wait_healthy "$port" "${HEALTH_SCHEME:-http}"
 }
 
 # start_floor PORT [EXAMPLE]: a floor server built as an example (bare_axum, the floor of the

@@ -7,6 +7,8 @@
 # a broadcast channel), so BackFlow's figures come with what the kernel and axum cost at best.
 # The probe runs on the same machine, so its own reading competes with the server.
 #
+# Then the same BackFlow probe over HTTP/2 (h2c): N streams as N/100 connections of 100 streams.
+#
 # Usage: benches/sse_scale.sh [N] [EVENTS]     (10000 and 5 by default; needs about N + 100
 #        file descriptors per process, which the script asks for up to the hard limit)
 set -euo pipefail
@@ -23,9 +25,9 @@ ulimit -n "$WANT_FDS"
 build_release
 CONDITIONS_BEFORE=$(load_conditions)
 
-# probe NAME PORT PID: runs the probe against one server, then stops that server.
+# probe NAME PORT PID [h2:K]: runs the probe against one server, then stops that server.
 probe() {
-  "$ROOT/target/release/examples/sse_scale" "127.0.0.1:$2" "$3" "$N" "$EVENTS" \
+  "$ROOT/target/release/examples/sse_scale" "127.0.0.1:$2" "$3" "$N" "$EVENTS" ${4:+"$4"} \
     >"$RESULTS/sse_scale-$1.json"
   kill -TERM "$3"
   wait "$3" 2>/dev/null || true
@@ -44,6 +46,10 @@ PORT=$(free_port)
 start_backflow "$PORT" SSE_MAX_CONNECTIONS=$(( N + 10 )) NOTIFY_INTERVAL_MS=3600000
 probe backflow "$PORT" "$LAST_PID"
 
+PORT=$(free_port)
+start_backflow "$PORT" SSE_MAX_CONNECTIONS=$(( N + 10 )) NOTIFY_INTERVAL_MS=3600000
+probe backflow-h2 "$PORT" "$LAST_PID" h2:100
+
 python3 - "$RESULTS" "$CONDITIONS_BEFORE; after: $(load_conditions)" <<'EOF2'
 import json, os, sys
 print("| server | streams open | RSS before → after | per connection | events reaching all "
@@ -51,7 +57,8 @@ print("| server | streams open | RSS before → after | per connection | events 
 print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
 for name, label in [("raw", "raw writes, no framework (machine floor)"),
                     ("floor", "bare axum Sse + broadcast (axum floor)"),
-                    ("backflow", "BackFlow /notifications")]:
+                    ("backflow", "BackFlow /notifications"),
+                    ("backflow-h2", "BackFlow /notifications over h2c, 100 streams per connection")]:
     r = json.load(open(os.path.join(sys.argv[1], f"sse_scale-{name}.json")))
     print(f"| {label} | {r['open']} of {r['requested']} "
           f"| {r['rssBeforeKiB'] / 1024:.1f} → {r['rssAfterKiB'] / 1024:.1f} MiB "

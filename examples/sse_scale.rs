@@ -8,12 +8,17 @@
 //! thousand streams on the same small machine as the server without slowing the delivery it
 //! measures more than necessary.
 //!
-//! Run: `cargo run --release --example sse_scale -- <host:port> <server-pid> <connections> [events]`
+//! With a sixth argument `h2:<k>`, the streams are opened over HTTP/2 with prior knowledge (h2c),
+//! `k` streams on each connection (`connections / k` connections), to compare the memory of an
+//! event stream over HTTP/2 with one over HTTP/1.1.
+//!
+//! Run: `cargo run --release --example sse_scale -- <host:port> <server-pid> <streams> [events] [h2:<k>]`
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use axum::http;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Barrier, mpsc};
@@ -67,67 +72,142 @@ fn contains(window: &[u8], needle: &[u8]) -> bool {
     window.windows(needle.len()).any(|w| w == needle)
 }
 
-/// One stream: connects, waits for the "connected" message, then reports when each event's
-/// marker arrives, in order.
-async fn open_stream(
-    addr: String,
+/// What a stream has seen so far: the connected message, then each event's marker in order.
+struct Scanner {
     prefix: String,
     events: usize,
     connected: Arc<AtomicUsize>,
     ready: Arc<Barrier>,
     received: mpsc::UnboundedSender<(usize, Instant)>,
-) {
-    let mut socket = match TcpStream::connect(&addr).await {
-        Ok(socket) => socket,
-        Err(_) => {
-            ready.wait().await;
-            return;
+    /// The unread tail of the previous read, so a marker split across two reads is still found.
+    window: Vec<u8>,
+    waiting_for: Vec<u8>,
+    next_event: Option<usize>,
+}
+
+impl Scanner {
+    fn new(
+        prefix: String,
+        events: usize,
+        connected: Arc<AtomicUsize>,
+        ready: Arc<Barrier>,
+        received: mpsc::UnboundedSender<(usize, Instant)>,
+    ) -> Self {
+        let waiting_for = marker(&prefix, 0);
+        Self {
+            prefix,
+            events,
+            connected,
+            ready,
+            received,
+            window: Vec::with_capacity(4096 + 64),
+            waiting_for,
+            next_event: None,
         }
+    }
+
+    /// Takes the bytes read at `at`; `false` once the last event has arrived.
+    async fn feed(&mut self, bytes: &[u8], at: Instant) -> bool {
+        self.window.extend_from_slice(bytes);
+        match self.next_event {
+            None if contains(&self.window, b"Connected to notification stream") => {
+                self.connected.fetch_add(1, Ordering::Relaxed);
+                self.ready.wait().await;
+                self.next_event = Some(0);
+                self.window.clear();
+            }
+            Some(event) if contains(&self.window, &self.waiting_for) => {
+                let _ = self.received.send((event, at));
+                if event + 1 == self.events {
+                    return false;
+                }
+                self.next_event = Some(event + 1);
+                self.waiting_for = marker(&self.prefix, event + 1);
+                self.window.clear();
+            }
+            _ => {
+                let keep = self.window.len().saturating_sub(64);
+                self.window.drain(..keep);
+            }
+        }
+        true
+    }
+
+    /// The stream ended: a stream that never connected still lets the others start.
+    async fn end(self) {
+        if self.next_event.is_none() {
+            self.ready.wait().await;
+        }
+    }
+}
+
+/// One HTTP/1.1 stream: connects, waits for the "connected" message, then reports when each
+/// event's marker arrives, in order.
+async fn open_stream(addr: String, mut scanner: Scanner) {
+    let Ok(mut socket) = TcpStream::connect(&addr).await else {
+        return scanner.end().await;
     };
     let request =
         format!("GET /notifications HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
     if socket.write_all(request.as_bytes()).await.is_err() {
-        ready.wait().await;
-        return;
+        return scanner.end().await;
     }
     let mut buffer = [0u8; 4096];
-    // The unread tail of the previous read, so a marker split across two reads is still found.
-    let mut window: Vec<u8> = Vec::with_capacity(buffer.len() + 64);
-    let mut waiting_for = marker(&prefix, 0);
-    let connected_text = b"Connected to notification stream";
-    let mut next_event: Option<usize> = None;
     loop {
         let n = match socket.read(&mut buffer).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        let at = Instant::now();
-        window.extend_from_slice(&buffer[..n]);
-        match next_event {
-            None if contains(&window, connected_text) => {
-                connected.fetch_add(1, Ordering::Relaxed);
-                ready.wait().await;
-                next_event = Some(0);
-                window.clear();
-            }
-            Some(event) if contains(&window, &waiting_for) => {
-                let _ = received.send((event, at));
-                if event + 1 == events {
-                    break;
-                }
-                next_event = Some(event + 1);
-                waiting_for = marker(&prefix, event + 1);
-                window.clear();
-            }
-            _ => {
-                let keep = window.len().saturating_sub(64);
-                window.drain(..keep);
-            }
+        if !scanner.feed(&buffer[..n], Instant::now()).await {
+            break;
         }
     }
-    if next_event.is_none() {
-        ready.wait().await;
+    scanner.end().await;
+}
+
+/// One HTTP/2 connection (h2c) carrying one stream per scanner.
+async fn open_h2_connection(addr: String, scanners: Vec<Scanner>) {
+    let connection = match TcpStream::connect(&addr).await {
+        Ok(tcp) => h2::client::handshake(tcp).await.ok(),
+        Err(_) => None,
+    };
+    let Some((sender, connection)) = connection else {
+        for scanner in scanners {
+            scanner.end().await;
+        }
+        return;
+    };
+    tokio::spawn(connection);
+    let mut streams = tokio::task::JoinSet::new();
+    for mut scanner in scanners {
+        let sender = sender.clone();
+        let uri = format!("http://{addr}/notifications");
+        streams.spawn(async move {
+            let request = http::Request::get(uri)
+                .header("accept", "text/event-stream")
+                .body(())
+                .expect("a request");
+            let response = match sender.ready().await {
+                Ok(mut ready) => ready.send_request(request, true).ok(),
+                Err(_) => None,
+            };
+            let body = match response {
+                Some((response, _)) => response.await.ok(),
+                None => None,
+            };
+            if let Some(response) = body {
+                let mut body = response.into_body();
+                while let Some(Ok(chunk)) = body.data().await {
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                    if !scanner.feed(&chunk, Instant::now()).await {
+                        break;
+                    }
+                }
+            }
+            scanner.end().await;
+        });
     }
+    streams.join_all().await;
 }
 
 async fn publish(addr: &str, task: &str) -> std::io::Result<()> {
@@ -152,16 +232,30 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let (addr, pid, n, events) = match args.as_slice() {
-        [_, addr, pid, n] => (addr.clone(), pid.parse::<u32>()?, n.parse::<usize>()?, 5),
+    let (addr, pid, n, events, per_connection) = match args.as_slice() {
+        [_, addr, pid, n] => (
+            addr.clone(),
+            pid.parse::<u32>()?,
+            n.parse::<usize>()?,
+            5,
+            None,
+        ),
         [_, addr, pid, n, events] => (
             addr.clone(),
             pid.parse::<u32>()?,
             n.parse::<usize>()?,
             events.parse::<usize>()?,
+            None,
+        ),
+        [_, addr, pid, n, events, h2] if h2.starts_with("h2:") => (
+            addr.clone(),
+            pid.parse::<u32>()?,
+            n.parse::<usize>()?,
+            events.parse::<usize>()?,
+            Some(h2["h2:".len()..].parse::<usize>()?.max(1)),
         ),
         _ => {
-            eprintln!("usage: sse_scale <host:port> <server-pid> <connections> [events]");
+            eprintln!("usage: sse_scale <host:port> <server-pid> <streams> [events] [h2:<k>]");
             std::process::exit(2);
         }
     };
@@ -172,15 +266,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ready = Arc::new(Barrier::new(n + 1));
     let (received_tx, mut received_rx) = mpsc::unbounded_channel();
     let opened = Instant::now();
-    for _ in 0..n {
-        tokio::spawn(open_stream(
-            addr.clone(),
+    let scanner = || {
+        Scanner::new(
             prefix.clone(),
             events,
             connected.clone(),
             ready.clone(),
             received_tx.clone(),
-        ));
+        )
+    };
+    match per_connection {
+        None => {
+            for _ in 0..n {
+                tokio::spawn(open_stream(addr.clone(), scanner()));
+            }
+        }
+        Some(k) => {
+            let mut left = n;
+            while left > 0 {
+                let here = k.min(left);
+                left -= here;
+                tokio::spawn(open_h2_connection(
+                    addr.clone(),
+                    (0..here).map(|_| scanner()).collect(),
+                ));
+            }
+        }
     }
     drop(received_tx);
     ready.wait().await;
