@@ -52,6 +52,10 @@ pub(super) struct ServeSettings {
     pub(super) tls: Option<Tls>,
     pub(super) stall: Arc<StallPolicy>,
     pub(super) first_request_timeout: Duration,
+    /// How long an HTTP/2 connection may stay without a stream before it is closed (what
+    /// `HEADER_READ_TIMEOUT_SECONDS` is to an idle HTTP/1.1 connection, which hyper closes
+    /// itself).
+    pub(super) idle_timeout: Duration,
 }
 
 /// A connection's socket: plain, or inside TLS. The write-stall deadline watches the socket
@@ -298,6 +302,7 @@ pub(super) async fn drive(
     // Dropped once it fires, so that long-lived connections (event streams) do not keep it.
     let mut first_request = Some(Box::pin(tokio::time::sleep(settings.first_request_timeout)));
     // On the heap, and only until the connection is open: a handshake's state is large.
+    let idle_timeout = settings.idle_timeout;
     let mut opening = Box::pin(open(stream, peer, slot.clone(), settings));
     let mut connection = loop {
         tokio::select! {
@@ -319,9 +324,25 @@ pub(super) async fn drive(
         }
     };
     drop(opening);
+    // HTTP/2 only: idle at two checks in a row, with nothing in between, closes it (between
+    // one and two idle timeouts after its last stream ended).
+    let mut idle_check = matches!(*connection, Served::Http2 { .. }).then(|| {
+        let start = tokio::time::Instant::now() + idle_timeout;
+        Box::pin(tokio::time::interval_at(start, idle_timeout))
+    });
+    let mut seen_idle = None;
     let ended = loop {
         tokio::select! {
             ended = connection.as_mut() => break ended,
+            Some(_) = OptionFuture::from(idle_check.as_mut().map(|check| check.tick())) => {
+                let seen = slot.seen();
+                if slot.phase() == Phase::Idle && seen_idle == Some(seen) {
+                    tracing::debug!(%peer, "HTTP/2 connection idle too long; closed");
+                    connection.as_mut().graceful_shutdown();
+                    break connection.as_mut().await;
+                }
+                seen_idle = Some(seen);
+            }
             Some(()) = OptionFuture::from(first_request.as_mut()), if first_request.is_some() => {
                 first_request = None;
                 if registration.expire_if_new(peer) {

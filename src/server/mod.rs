@@ -300,6 +300,7 @@ async fn serve(listener: TcpListener, router: Router, tls: Option<Tls>, state: &
             ),
         }),
         first_request_timeout: config.server.first_request_timeout,
+        idle_timeout: config.server.header_read_timeout,
     });
     let max_connections = config
         .server

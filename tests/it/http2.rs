@@ -301,6 +301,20 @@ async fn the_stream_cap_per_connection_is_announced_and_the_registry_counts_http
 }
 
 #[tokio::test]
+async fn an_idle_http2_connection_is_closed_like_an_idle_http1_one() {
+    let app = spawn_app_with(&[("HEADER_READ_TIMEOUT_SECONDS", "1")]).await;
+    let mut h2 = H2Connection::h2c(app.addr).await;
+    let mut health = h2.get("/health").await;
+    health.bytes().await;
+    // No stream for a second or two: the server sends GOAWAY and closes.
+    h2.closed().await;
+    eventually("the connection is gone", || async {
+        connections_in(&app, "idle").await == 0.0
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_stop_sends_goaway_and_lets_open_streams_finish() {
     let app = spawn_app_with(&[]).await;
     let mut h2 = H2Connection::h2c(app.addr).await;
