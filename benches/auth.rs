@@ -1,7 +1,10 @@
-//! JWT costs: issuing a token (login), and verifying one with the revocation check (every
-//! protected request), with 0 and 100 000 live revoked tokens in the list. Verification is
-//! measured both ways: a token found in the cache of verified tokens (a client sending its token
-//! again, the usual case) and with the cache off (`TOKEN_CACHE_CAPACITY=0`: the full check).
+//! Authentication costs: verifying one argon2id password hash with the default costs (what a
+//! login pays, on the blocking pool), a whole login of a hashed user through the service (the
+//! budgets' reservations, the hash, the token), issuing a token for a plain development user,
+//! and verifying a token with the revocation check (every protected request), with 0 and
+//! 100 000 live revoked tokens in the list. Token verification is measured both ways: a token
+//! found in the cache of verified tokens (a client sending its token again, the usual case)
+//! and with the cache off (`TOKEN_CACHE_CAPACITY=0`: the full check).
 //!
 //! `cargo bench --bench auth -- --warm-up-time 1 --measurement-time 3`
 
@@ -10,6 +13,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use backflow::Config;
+use backflow::auth::password::{self, HashParams};
 use backflow::auth::{AuthService, MemoryRevocations};
 use backflow::events::MemoryEventBus;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -42,6 +46,38 @@ fn jwt(c: &mut Criterion) {
     let cached = config("10000");
     let client = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let mut group = c.benchmark_group("auth");
+
+    // One hash with the default costs (ARGON2_MEMORY_KIB=19456, ARGON2_ITERATIONS=2,
+    // ARGON2_PARALLELISM=1): tens of milliseconds, so fewer samples.
+    let phc = password::hash_password("a long passphrase", HashParams::default()).expect("hashed");
+    group.sample_size(20);
+    group.bench_function("login_verify/argon2id_default", |b| {
+        b.iter(|| {
+            assert!(password::verify_blocking(
+                black_box(&phc),
+                "a long passphrase"
+            ))
+        })
+    });
+    let users = format!("ops:{phc}");
+    let hashed = Config::from_pairs([
+        ("JWT_SECRET", "bench-secret-bench-secret-bench-secret"),
+        ("AUTH_USERS", users.as_str()),
+        ("LOGIN_SUCCESS_MAX_PER_MINUTE", "1000000"),
+    ])
+    .expect("valid bench config");
+    let hashed_service = service(&hashed);
+    group.bench_function("login_verify/whole_login_of_a_hashed_user", |b| {
+        b.to_async(&runtime).iter(|| async {
+            black_box(
+                hashed_service
+                    .login(client, "ops", "a long passphrase")
+                    .await
+                    .expect("hashed user"),
+            )
+        })
+    });
+    group.sample_size(100);
 
     let service = service(&cached);
     group.bench_function("login_issue", |b| {

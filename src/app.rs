@@ -179,6 +179,9 @@ impl AppState {
             .gauge("auth_revoked_tokens_capacity", &[])
             .set(self.auth.revocation_capacity() as f64);
         self.metrics
+            .counter("auth_password_verifications_total", &[])
+            .absolute(self.auth.password_verifications());
+        self.metrics
             .gauge("queue_size", &[])
             .set(self.queue.size() as f64);
         self.metrics

@@ -271,6 +271,11 @@ impl AuthService {
         self.tokens.lifetime()
     }
 
+    /// Password hashes verified so far, for unknown users too (`auth_password_verifications_total`).
+    pub fn password_verifications(&self) -> u64 {
+        self.users.hash_verifications()
+    }
+
     /// Verified tokens currently cached.
     pub fn cached_tokens(&self) -> usize {
         self.verified.len()

@@ -10,6 +10,7 @@
 //! parameters as the configured ones, so the answer takes as long as for a wrong password.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -99,6 +100,7 @@ pub fn verify_blocking(phc: &str, password: &str) -> bool {
 pub struct PasswordCheck {
     permits: Arc<Semaphore>,
     dummy: Arc<str>,
+    verified: Arc<AtomicU64>,
 }
 
 impl PasswordCheck {
@@ -108,6 +110,7 @@ impl PasswordCheck {
         Ok(Self {
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
             dummy: hash_password("not the password of anyone", params)?.into(),
+            verified: Arc::default(),
         })
     }
 
@@ -120,13 +123,21 @@ impl PasswordCheck {
         let Ok(permit) = self.permits.clone().acquire_owned().await else {
             return false;
         };
+        let verified = self.verified.clone();
         let matched = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            verify_blocking(&phc, &password)
+            let matched = verify_blocking(&phc, &password);
+            verified.fetch_add(1, Ordering::Relaxed);
+            matched
         })
         .await
         .unwrap_or(false);
         known && matched
+    }
+
+    /// Hashes verified so far, the dummy one included.
+    pub fn verifications(&self) -> u64 {
+        self.verified.load(Ordering::Relaxed)
     }
 }
 
@@ -166,5 +177,6 @@ mod tests {
         assert!(check.verify(Some(phc.clone()), "pw").await);
         assert!(!check.verify(Some(phc), "other").await);
         assert!(!check.verify(None, "not the password of anyone").await);
+        assert_eq!(check.verifications(), 3, "the unknown user's check too");
     }
 }

@@ -123,6 +123,11 @@ impl UserDirectory {
             .map(|user| user.scopes)
     }
 
+    /// Password hashes verified so far (the dummy hash of unknown users included).
+    pub fn hash_verifications(&self) -> u64 {
+        self.check.as_ref().map_or(0, PasswordCheck::verifications)
+    }
+
     /// The configured user named `username`, found in constant time.
     fn find(&self, username: &str) -> Option<&StoredUser> {
         let wanted = digest(username);

@@ -125,8 +125,11 @@ struct LoginResponse {
 
 /// Exchanges a username and password for an access token.
 ///
-/// Only wrong credentials spend the client's failed-login budget (`LOGIN_MAX_PER_MINUTE`);
-/// malformed requests are answered before it is consulted. Successful logins have a budget of
+/// Each attempt reserves a unit of the client's failed-login budget (`LOGIN_MAX_PER_MINUTE`)
+/// and of the account's (`LOGIN_ACCOUNT_MAX_PER_MINUTE`, from any client) before the password
+/// is checked, and a login that succeeds gives them back: only wrong credentials spend them,
+/// and parallel guesses get no more answers than the budgets. Malformed requests are answered
+/// before they are consulted. Successful logins have a budget of
 /// their own per client and per account (`LOGIN_SUCCESS_MAX_PER_MINUTE`), far above human use,
 /// because each token can be logged out and each logout is remembered until the token expires.
 ///
@@ -150,7 +153,8 @@ struct LoginResponse {
         (status = 415, body = ErrorBody, description = "`unsupported_media_type`"),
         (status = 429, body = ErrorBody,
             description = "`rate_limited`: too many failed logins from this client \
-                (`LOGIN_MAX_PER_MINUTE`), or too many logins from this client or to this account \
+                (`LOGIN_MAX_PER_MINUTE`) or at this account (`LOGIN_ACCOUNT_MAX_PER_MINUTE`, \
+                with a back-off), or too many logins from this client or to this account \
                 (`LOGIN_SUCCESS_MAX_PER_MINUTE`)",
             headers(("Retry-After" = u64, description = "Seconds until the next attempt counts"))),
         (status = 500, body = ErrorBody,

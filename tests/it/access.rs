@@ -302,6 +302,35 @@ async fn a_hash_from_hash_password_logs_in_on_the_production_binary() {
 }
 
 #[tokio::test]
+async fn an_unknown_user_costs_a_hash_verification_like_a_wrong_password() {
+    let app = production(&[]).await;
+    let verifications = || app.state.auth.password_verifications();
+    let before = verifications();
+    error_body(
+        app.login("worker", "wrong").await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
+    assert_eq!(verifications(), before + 1, "a wrong password is verified");
+    error_body(
+        app.login("nobody", "wrong").await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
+    assert_eq!(
+        verifications(),
+        before + 2,
+        "an unknown user is verified too"
+    );
+    let metric = app
+        .metric_value("auth_password_verifications_total", &[])
+        .await;
+    assert_eq!(metric, Some((before + 2) as f64));
+}
+
+#[tokio::test]
 async fn a_plain_password_in_production_stops_start_up_naming_the_user_and_the_fix() {
     let users = format!("{},carol:plain-password", hashed_users());
     let (status, stderr) = refused_start(&[
