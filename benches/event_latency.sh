@@ -11,15 +11,8 @@ source "$(dirname "$0")/lib.sh"
 EVENTS=${EVENTS:-2000}
 EVERY_MS=${EVERY_MS:-2}
 
-command -v redis-server >/dev/null || { echo "redis-server is required (apt-get install redis-server redis-tools)" >&2; exit 1; }
 build_release
-
-new_data_dir
-REDIS_PORT=$(free_port)
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$NEW_DIR" \
-  >"$RESULTS/redis.log" 2>&1 &
-PIDS+=($!)
-until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
+start_redis
 
 QUIET=(NOTIFY_INTERVAL_MS=3600000 QUEUE_CAPACITY=100000000)
 EMBEDDED=$(free_port); start_backflow "$EMBEDDED" STORE=embedded "${QUIET[@]}"

@@ -121,3 +121,38 @@ load_conditions() {
 cpu_ticks() {
   awk '{print $14 + $15}' "/proc/$1/stat"
 }
+
+# start_redis: a redis-server of the script's own on a free loopback port, without persistence;
+# sets REDIS_PORT (and REDIS_PID) once it answers.
+start_redis() {
+  command -v redis-server >/dev/null || { echo "redis-server is required (apt-get install redis-server redis-tools)" >&2; exit 1; }
+  new_data_dir
+  REDIS_PORT=$(free_port)
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$NEW_DIR" \
+    >"$RESULTS/redis.log" 2>&1 &
+  PIDS+=($!)
+  REDIS_PID=$!
+  until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
+}
+
+rcli() { redis-cli -p "$REDIS_PORT" "$@"; }
+
+# The store's scripts, for redis-benchmark to run them as the server does: a queue script is the
+# prelude followed by its body; its KEYS are RB_QUEUE_KEYS (another prefix than the servers').
+LUA="$ROOT/src/store/redis/lua"
+RB_QUEUE_KEYS=()
+for name in tasks ready delayed leased dead acked acked:ends keys keys:ends arrivals; do
+  RB_QUEUE_KEYS+=("{rb:queue}:$name")
+done
+load_queue_script() { rcli SCRIPT LOAD "$(cat "$LUA/queue_prelude.lua"; echo; cat "$LUA/$1")"; }
+load_script() { rcli SCRIPT LOAD "$(cat "$LUA/$1")"; }
+
+# rbench FILE CONNECTIONS REQUESTS COMMAND...: writes the requests/s of COMMAND to FILE (read
+# from the right of redis-benchmark's CSV line, whose name is the command unescaped).
+# __rand_int__ in an argument becomes a random 12-digit number.
+rbench() {
+  local file=$1 connections=$2 requests=$3; shift 3
+  redis-benchmark -p "$REDIS_PORT" -c "$connections" -n "$requests" -r 1000000000000 --csv "$@" \
+    | python3 -c 'import sys; print(sys.stdin.read().splitlines()[-1].rsplit(",", 7)[1].strip("\""))' \
+    >"$file"
+}

@@ -59,14 +59,7 @@ INFO_PORT=$(free_port)
 start_backflow "$INFO_PORT" RUST_LOG=backflow=info
 INFO_PID=$LAST_PID
 
-command -v redis-server >/dev/null || { echo "redis-server is required (apt-get install redis-server redis-tools)" >&2; exit 1; }
-new_data_dir
-REDIS_PORT=$(free_port)
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$NEW_DIR" \
-  >"$RESULTS/redis.log" 2>&1 &
-PIDS+=($!)
-REDIS_PID=$!
-until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
+start_redis
 REDIS_BF_PORT=$(free_port)
 start_backflow "$REDIS_BF_PORT" STORE=redis REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
   REDIS_PREFIX=bench "${LIMITS[@]}"
@@ -149,28 +142,22 @@ done
 # keys of another prefix: GET /protected sends one ZSCORE; an enqueue + dequeue pair runs the
 # enqueue and dequeue scripts once and the event-publishing script twice.
 echo "redis-benchmark: ZSCORE and the store's scripts at $CONNECTIONS connections" >&2
-LUA="$ROOT/src/store/redis/lua"
-rcli() { redis-cli -p "$REDIS_PORT" "$@"; }
-SHA_ENQUEUE=$(rcli SCRIPT LOAD "$(cat "$LUA/enqueue.lua")")
-SHA_DEQUEUE=$(rcli SCRIPT LOAD "$(cat "$LUA/dequeue.lua")")
-SHA_PUBLISH=$(rcli SCRIPT LOAD "$(cat "$LUA/publish.lua")")
+SHA_ENQUEUE=$(load_queue_script queue_enqueue.lua)
+SHA_DEQUEUE=$(load_queue_script queue_dequeue.lua)
+SHA_PUBLISH=$(load_script publish.lua)
 RB_REQUESTS=$((CONNECTIONS * 4000))
-# rbench NAME COMMAND...: requests/s of COMMAND (its CSV line's name is the command, unescaped,
-# so the rate is read from the right).
-rbench() {
-  local name=$1; shift
-  redis-benchmark -p "$REDIS_PORT" -c "$CONNECTIONS" -n "$RB_REQUESTS" --csv "$@" \
-    | python3 -c 'import sys; print(sys.stdin.read().splitlines()[-1].rsplit(",", 7)[1].strip("\""))' \
-    >"$RESULTS/redis-bench-$name.txt"
-}
+rb() { local name=$1; shift; rbench "$RESULTS/redis-bench-$name.txt" "$CONNECTIONS" "$RB_REQUESTS" "$@"; }
 rcli ZADD "{rb:revoked}" 4000000000 member >/dev/null
-rbench zscore ZSCORE "{rb:revoked}" member
-TASK_JSON='{"id":"00000000-0000-4000-8000-000000000000","task":"load","priority":5,"enqueuedAtMs":0}'
-rbench enqueue EVALSHA "$SHA_ENQUEUE" 2 "{rb:queue}" "{rb:queue}:arrivals" 5 "$TASK_JSON" 100000000
-rbench dequeue EVALSHA "$SHA_DEQUEUE" 1 "{rb:queue}"
+rb zscore ZSCORE "{rb:revoked}" member
+# ARGV: the wake channel, then id, text, priority, delay, max attempts, capacity, no
+# idempotency key (key, fingerprint, lifetime, keys kept).
+rb enqueue EVALSHA "$SHA_ENQUEUE" 10 "${RB_QUEUE_KEYS[@]}" "rb:queue:wake" \
+  '00000000-0000-4000-8000-__rand_int__' load 5 0 5 1000000000 "" "" 86400000 100000
+rb dequeue EVALSHA "$SHA_DEQUEUE" 10 "${RB_QUEUE_KEYS[@]}" "rb:queue:wake"
 EVENT='"type":"info","message":"Task enqueued: load","event":"queue.enqueued","taskId":"00000000-0000-4000-8000-000000000000","task":"load","priority":5,"queueSize":1'
-rbench publish EVALSHA "$SHA_PUBLISH" 2 "{rb:events}:ids" "{rb:events}" "$EVENT" \
-  "2026-01-01T00:00:00.000000000Z" 1000 "rb:events"
+# ARGV: timestamp, events retained, channel, then the events.
+rb publish EVALSHA "$SHA_PUBLISH" 2 "{rb:events}:ids" "{rb:events}" \
+  "2026-01-01T00:00:00.000000000Z" 1000 "rb:events" "$EVENT"
 
 # /health as a monitor would probe it: a fixed rate, latency corrected for coordinated omission.
 echo "/health probed at $PROBE_RATE/s, idle, then while /heavy-task-worker?n=$HEAVY_N saturates the pool" >&2
