@@ -150,13 +150,13 @@ impl AuthService {
     /// `events`.
     ///
     /// Fails when the dummy hash for unknown users cannot be made (argon2 refused the
-    /// configured users' parameters).
+    /// configured users' parameters) or the verification threads cannot start.
     pub fn new(
         config: &Config,
         revocations: Arc<dyn RevocationStore>,
         failures: Arc<dyn LoginFailures>,
         events: Arc<dyn EventBus>,
-    ) -> Result<Self, argon2::Error> {
+    ) -> Result<Self, password::PasswordCheckError> {
         let auth = &config.auth;
         Ok(Self {
             users: UserDirectory::new(&auth.users, auth.login_verify_max_concurrent)?,

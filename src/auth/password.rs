@@ -3,10 +3,12 @@
 //!
 //! A verification costs tens of milliseconds of CPU and the hash's memory (19 MiB with the
 //! default [`HashParams`]) on purpose: that is what makes a stolen `AUTH_USERS` slow to
-//! crack. So it never runs on a runtime thread: [`PasswordCheck`] sends each one to the
-//! blocking pool, at most `LOGIN_VERIFY_MAX_CONCURRENT` at once (the others wait their turn),
-//! and the permit travels with the job, so a client that goes away mid-check frees nothing
-//! early. A login for an unknown user is checked against a dummy hash made with the same
+//! crack. So it never runs on a runtime thread: [`PasswordCheck`] sends each one to a blocking
+//! pool of its own, `LOGIN_VERIFY_MAX_CONCURRENT` threads, at most that many at once (the
+//! others wait their turn without a thread), and the permit travels with the job, so a client
+//! that goes away mid-check frees nothing early. The pool's threads run at a lower priority,
+//! like the compute pool's (see [`crate::compute::priority`]): a burst of logins takes the CPU
+//! time the runtime threads leave, so the light routes keep answering in milliseconds. A login for an unknown user is checked against a dummy hash made with the same
 //! parameters as the configured ones, so the answer takes as long as for a wrong password.
 
 use std::sync::Arc;
@@ -95,20 +97,48 @@ pub fn verify_blocking(phc: &str, password: &str) -> bool {
     })
 }
 
-/// Verifies hashes on the blocking pool, a bounded number at once.
-#[derive(Debug, Clone)]
+/// Why a [`PasswordCheck`] could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordCheckError {
+    /// argon2 refused the parameters of the dummy hash.
+    #[error("cannot make the dummy password hash: {0}")]
+    Hash(#[from] argon2::Error),
+    /// The verification threads could not be started.
+    #[error("cannot start the password verification threads: {0}")]
+    Pool(#[from] rayon::ThreadPoolBuildError),
+}
+
+/// Verifies hashes on threads of its own, a bounded number at once.
+#[derive(Clone)]
 pub struct PasswordCheck {
     permits: Arc<Semaphore>,
+    pool: Arc<rayon::ThreadPool>,
     dummy: Arc<str>,
     verified: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for PasswordCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordCheck")
+            .field("threads", &self.pool.current_num_threads())
+            .field("verified", &self.verifications())
+            .finish_non_exhaustive()
+    }
 }
 
 impl PasswordCheck {
     /// At most `max_concurrent` verifications at once; unknown users are checked against a
     /// hash made with `params`.
-    pub fn new(max_concurrent: usize, params: HashParams) -> Result<Self, argon2::Error> {
+    pub fn new(max_concurrent: usize, params: HashParams) -> Result<Self, PasswordCheckError> {
+        let threads = max_concurrent.max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("backflow-argon2-{i}"))
+            .start_handler(|_| crate::compute::priority::lower_current_thread())
+            .build()?;
         Ok(Self {
-            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            permits: Arc::new(Semaphore::new(threads)),
+            pool: Arc::new(pool),
             dummy: hash_password("not the password of anyone", params)?.into(),
             verified: Arc::default(),
         })
@@ -124,14 +154,15 @@ impl PasswordCheck {
             return false;
         };
         let verified = self.verified.clone();
-        let matched = tokio::task::spawn_blocking(move || {
+        let (answer, matched) = tokio::sync::oneshot::channel();
+        self.pool.spawn(move || {
             let _permit = permit;
             let matched = verify_blocking(&phc, &password);
             verified.fetch_add(1, Ordering::Relaxed);
-            matched
-        })
-        .await
-        .unwrap_or(false);
+            let _ = answer.send(matched);
+        });
+        // Awaited whoever the user is: an unknown one waits for the dummy hash like the others.
+        let matched = matched.await.unwrap_or(false);
         known && matched
     }
 

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 use super::access::Scopes;
-use super::password::{self, HashParams, PasswordCheck};
+use super::password::{self, HashParams, PasswordCheck, PasswordCheckError};
 use crate::config::UserCredential;
 
 type Digest32 = [u8; 32];
@@ -62,7 +62,10 @@ impl std::fmt::Debug for UserDirectory {
 impl UserDirectory {
     /// The directory of `users`; ids follow their order, from 1 (as in the original demo). At
     /// most `max_concurrent` hashes are verified at once.
-    pub fn new(users: &[UserCredential], max_concurrent: usize) -> Result<Self, argon2::Error> {
+    pub fn new(
+        users: &[UserCredential],
+        max_concurrent: usize,
+    ) -> Result<Self, PasswordCheckError> {
         let users: Vec<StoredUser> = (1..)
             .zip(users)
             .map(|(id, user)| StoredUser {
