@@ -121,28 +121,60 @@ impl QueueIndex {
 
     /// An index holding what a durable record held. Every task is kept, even past the capacity
     /// (they were acknowledged); acknowledgements and keys that expired before `now_ms` are not.
-    pub fn from_snapshot(settings: QueueSettings, snapshot: Snapshot, now_ms: u64) -> Self {
-        let mut inner = Inner {
-            tasks: HashMap::with_capacity(snapshot.tasks.len()),
-            ..Inner::default()
-        };
-        for record in snapshot.tasks {
-            inner.next_seq = inner.next_seq.max(record.seq + 1);
-            inner.place(&record);
-            inner.tasks.insert(
-                record.task.id,
-                Entry {
-                    record,
-                    pending: false,
-                },
-            );
+    pub fn from_snapshot(settings: QueueSettings, mut snapshot: Snapshot, now_ms: u64) -> Self {
+        let mut builder = IndexBuilder::with_capacity(snapshot.tasks.len());
+        for record in std::mem::take(&mut snapshot.tasks) {
+            builder.task(record);
         }
-        for tombstone in snapshot.tombstones {
+        builder.build(settings, snapshot, now_ms)
+    }
+}
+
+/// Builds an index from a durable record a task at a time, so that a large queue read at
+/// start-up is never held twice (once as rows read, once as the index).
+#[derive(Debug)]
+pub struct IndexBuilder {
+    inner: Inner,
+}
+
+impl IndexBuilder {
+    /// A builder with room for `tasks` tasks.
+    pub fn with_capacity(tasks: usize) -> Self {
+        Self {
+            inner: Inner {
+                tasks: HashMap::with_capacity(tasks),
+                ..Inner::default()
+            },
+        }
+    }
+
+    /// Adds a task as the record held it.
+    pub fn task(&mut self, record: TaskRecord) {
+        let inner = &mut self.inner;
+        inner.next_seq = inner.next_seq.max(record.seq + 1);
+        inner.place(&record);
+        inner.tasks.insert(
+            record.task.id,
+            Entry {
+                record,
+                pending: false,
+            },
+        );
+    }
+
+    /// The index of the tasks added and of `rest`'s tasks, acknowledgements and keys (see
+    /// [`QueueIndex::from_snapshot`]).
+    pub fn build(mut self, settings: QueueSettings, rest: Snapshot, now_ms: u64) -> QueueIndex {
+        for record in rest.tasks {
+            self.task(record);
+        }
+        let mut inner = self.inner;
+        for tombstone in rest.tombstones {
             if tombstone.until_ms > now_ms {
                 inner.remember_ack(tombstone);
             }
         }
-        for key in snapshot.keys {
+        for key in rest.keys {
             if key.expires_ms > now_ms {
                 inner.keys_by_end.insert((key.expires_ms, key.key.clone()));
                 inner.keys.insert(
@@ -154,14 +186,16 @@ impl QueueIndex {
                 );
             }
         }
-        Self {
+        QueueIndex {
             settings,
             inner: Mutex::new(inner),
             settled: Arc::default(),
             wakeups: Wakeups::default(),
         }
     }
+}
 
+impl QueueIndex {
     /// The index's settings.
     pub fn settings(&self) -> &QueueSettings {
         &self.settings

@@ -21,7 +21,8 @@ use super::journal::Record;
 use super::{Write, rows};
 use crate::auth::RevokedToken;
 use crate::fault::StoreError;
-use crate::queue::index::Snapshot;
+use crate::queue::QueueSettings;
+use crate::queue::index::QueueIndex;
 
 /// Name of the database file in `DATA_DIR`.
 pub const DATABASE_FILE: &str = "backflow.db";
@@ -139,10 +140,10 @@ fn at(path: &Path) -> impl Fn(rusqlite::Error) -> OpenError + Copy + '_ {
 }
 
 /// What the file holds, read at start-up.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Contents {
-    /// Every task in every state, acknowledgements and idempotency keys, in no particular order.
-    pub queue: Snapshot,
+    /// Every task in every state, acknowledgements and idempotency keys.
+    pub queue: QueueIndex,
     /// Revocations still in force.
     pub revocations: Vec<RevokedToken>,
 }
@@ -292,9 +293,14 @@ impl Database {
     }
 
     /// Forgets revocations whose token expired before `purge_before` (Unix seconds), then
-    /// reads everything back. A row that breaks the API's rules means the file was damaged or
+    /// reads everything back (the queue as the index `settings` configure, at `now_ms`). A row that breaks the API's rules means the file was damaged or
     /// edited by hand: the start-up stops, naming the file.
-    pub fn load(&mut self, purge_before: u64) -> Result<Contents, OpenError> {
+    pub fn load(
+        &mut self,
+        purge_before: u64,
+        settings: QueueSettings,
+        now_ms: u64,
+    ) -> Result<Contents, OpenError> {
         let sqlite = at(&self.path);
         self.conn
             .execute(
@@ -304,7 +310,7 @@ impl Database {
             .map_err(sqlite)?;
         let damaged = |reason: String| OpenError::new(&self.path, reason, MOVE_IT_AWAY);
         Ok(Contents {
-            queue: rows::read_queue(&self.conn, sqlite, damaged)?,
+            queue: rows::read_queue(&self.conn, settings, now_ms, sqlite, damaged)?,
             revocations: rows::read_revocations(&self.conn).map_err(sqlite)?,
         })
     }

@@ -33,7 +33,7 @@ use crate::config::Config;
 use crate::events::Alone;
 use crate::fault::StoreError;
 use crate::metrics::Metrics;
-use crate::queue::index::{Plan, QueueIndex};
+use crate::queue::index::Plan;
 use crate::store::{self, StoreHealth, Stores};
 use database::{Database, MAKE_IT_WRITABLE, OpenError};
 use journal::{Journal, Record};
@@ -78,21 +78,33 @@ pub async fn open_with<R: Record>(
     let dir = config.store.data_dir.clone();
     let fsync = config.store.fsync_commits;
     let now = clock::unix_seconds();
-    let (db, contents) = tokio::task::spawn_blocking(move || {
+    let settings = config.queue.settings();
+    let revocation_list_max = config.auth.revocation_list_max;
+    // Reading the file and building the indexes takes a while for a large queue: all of it on
+    // the blocking pool, none on the runtime's threads.
+    let (db, queue, index) = tokio::task::spawn_blocking(move || {
         let mut db = Database::open(&dir, fsync)?;
-        let contents = db.load(jwt::oldest_accepted_exp(now))?;
-        Ok::<_, OpenError>((db, contents))
+        let contents = db.load(
+            jwt::oldest_accepted_exp(now),
+            settings,
+            clock::unix_millis(),
+        )?;
+        let queue = contents.queue;
+        let tasks = queue.len();
+        let revocations = contents.revocations.len();
+        let index = RevocationIndex::from_entries(revocation_list_max, contents.revocations, now);
+        tracing::info!(
+            path = %db.path().display(),
+            tasks,
+            revocations,
+            fsync_commits = fsync,
+            "embedded store opened"
+        );
+        Ok::<_, OpenError>((db, queue, index))
     })
     .await
     .map_err(|err| OpenError::new(&config.store.data_dir, err, MAKE_IT_WRITABLE))??;
-    let tasks = contents.queue.tasks.len();
-    tracing::info!(
-        path = %db.path().display(),
-        tasks,
-        revocations = contents.revocations.len(),
-        fsync_commits = fsync,
-        "embedded store opened"
-    );
+    let tasks = queue.len();
     if tasks > config.queue.capacity {
         tracing::warn!(
             tasks,
@@ -101,16 +113,7 @@ pub async fn open_with<R: Record>(
         );
     }
     let path = db.path().to_path_buf();
-    let queue = QueueIndex::from_snapshot(
-        config.queue.settings(),
-        contents.queue,
-        clock::unix_millis(),
-    );
-    let index = Arc::new(RevocationIndex::from_entries(
-        config.auth.revocation_list_max,
-        contents.revocations,
-        now,
-    ));
+    let index = Arc::new(index);
     let journal = Journal::start(wrap(db), metrics)
         .map_err(|err| OpenError::new(&path, err, MAKE_IT_WRITABLE))?;
     Ok(Stores {

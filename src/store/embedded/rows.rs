@@ -10,7 +10,8 @@ use rusqlite::{Connection, Row, Transaction, params};
 use uuid::Uuid;
 
 use crate::auth::RevokedToken;
-use crate::queue::index::{KeyRecord, Plan, Snapshot, Tombstone};
+use crate::queue::QueueSettings;
+use crate::queue::index::{IndexBuilder, KeyRecord, Plan, QueueIndex, Snapshot, Tombstone};
 use crate::queue::limits::{ErrorText, IdempotencyKey, LeaseId, MaxAttempts};
 use crate::queue::record::{Enqueued, TaskRecord, TaskState};
 use crate::queue::{Fingerprint, Priority, QueuedTask, TaskText};
@@ -140,9 +141,17 @@ pub fn read_revocations(conn: &Connection) -> rusqlite::Result<Vec<RevokedToken>
 /// `damaged` a row that breaks the API's rules.
 pub fn read_queue<E>(
     conn: &Connection,
+    settings: QueueSettings,
+    now_ms: u64,
     sqlite: impl Fn(rusqlite::Error) -> E + Copy,
     damaged: impl Fn(String) -> E,
-) -> Result<Snapshot, E> {
+) -> Result<QueueIndex, E> {
+    // Each row goes straight into the index, which is sized up front: a large queue is never
+    // held twice, nor copied as it grows.
+    let count: i64 = conn
+        .query_row("SELECT count(*) FROM tasks", [], |row| row.get(0))
+        .map_err(sqlite)?;
+    let mut builder = IndexBuilder::with_capacity(usize::try_from(count).unwrap_or_default());
     let mut snapshot = Snapshot::default();
     let mut tasks = conn
         .prepare(
@@ -156,7 +165,7 @@ pub fn read_queue<E>(
         let seq: i64 = row.get(0).map_err(sqlite)?;
         let record =
             task_of(row).map_err(|reason| damaged(format!("task {seq} is invalid: {reason}")))?;
-        snapshot.tasks.push(record);
+        builder.task(record);
     }
     drop(rows);
     drop(tasks);
@@ -185,7 +194,7 @@ pub fn read_queue<E>(
             .map_err(|reason| damaged(format!("idempotency key {key:?} is invalid: {reason}")))?;
         snapshot.keys.push(record);
     }
-    Ok(snapshot)
+    Ok(builder.build(settings, snapshot, now_ms))
 }
 
 fn task_of(row: &Row<'_>) -> Result<TaskRecord, String> {
