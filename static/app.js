@@ -232,7 +232,7 @@ let queueRefreshTimer = null;
 
 async function refreshQueue() {
   try {
-    const status = await api('/queue/status');
+    const status = await api('/queue/status', { token: session?.token });
     $('queue-size').textContent = String(status.size);
     $('queue-delayed').textContent = String(status.delayed);
     $('queue-leased').textContent = String(status.leased);
@@ -463,8 +463,8 @@ function setUpHeavy() {
     $('heavy-worker').textContent = 'running…';
     const probe = probeHealth();
     const [child, worker] = await Promise.allSettled([
-      api(`/heavy-task-child?n=${encodeURIComponent(n)}`),
-      api(`/heavy-task-worker?n=${encodeURIComponent(n)}&pool=${encodeURIComponent(pool)}`),
+      api(`/heavy-task-child?n=${encodeURIComponent(n)}`, { token: session?.token }),
+      api(`/heavy-task-worker?n=${encodeURIComponent(n)}&pool=${encodeURIComponent(pool)}`, { token: session?.token }),
     ]);
     const slowest = probe.stop();
     button.disabled = false;
