@@ -246,6 +246,21 @@ impl H2Events {
         }
     }
 
+    /// The next comment (such as a keep-alive), events before it passed over.
+    pub async fn next_comment(&mut self) -> String {
+        loop {
+            while let Some(end) = self.pending.find("\n\n") {
+                let block: String = self.pending.drain(..end + 2).collect();
+                if let Some(comment) = block.lines().find(|line| line.starts_with(':')) {
+                    return comment.to_owned();
+                }
+            }
+            let chunk = self.response.chunk().await.expect("the stream goes on");
+            self.pending
+                .push_str(std::str::from_utf8(&chunk).expect("UTF-8 events"));
+        }
+    }
+
     /// The `data:` of the next event (comments, such as keep-alives, are passed over).
     pub async fn next_data(&mut self) -> String {
         loop {

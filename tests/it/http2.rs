@@ -153,6 +153,33 @@ async fn many_event_streams_share_one_http2_connection_each_with_its_own_slot() 
 }
 
 #[tokio::test]
+async fn every_event_stream_of_one_http2_connection_gets_its_own_keep_alives() {
+    // No notification for an hour: what arrives on the quiet streams is keep-alives.
+    let app = spawn_app_with(&[
+        ("SSE_KEEPALIVE_SECONDS", "1"),
+        ("NOTIFY_INTERVAL_MS", "3600000"),
+        ("STORE", "memory"),
+    ])
+    .await;
+    let mut h2 = H2Connection::h2c(app.addr).await;
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let mut events = H2Events::new(h2.get("/notifications").await);
+        assert_eq!(events.next_data().await, CONNECTED);
+        streams.push(events);
+    }
+    for (index, events) in streams.iter_mut().enumerate() {
+        let comment = tokio::time::timeout(Duration::from_secs(10), events.next_comment())
+            .await
+            .unwrap_or_else(|_| panic!("stream {index}: no keep-alive within 10 s"));
+        assert!(
+            comment.contains("keep-alive"),
+            "stream {index} got {comment:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn stream_over_http2_is_valid_json_and_a_reset_cancels_it() {
     let app = spawn_app_with(&[]).await;
     let mut h2 = H2Connection::h2c(app.addr).await;
