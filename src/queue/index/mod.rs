@@ -121,12 +121,8 @@ impl QueueIndex {
 
     /// An index holding what a durable record held. Every task is kept, even past the capacity
     /// (they were acknowledged); acknowledgements and keys that expired before `now_ms` are not.
-    pub fn from_snapshot(settings: QueueSettings, mut snapshot: Snapshot, now_ms: u64) -> Self {
-        let mut builder = IndexBuilder::with_capacity(snapshot.tasks.len());
-        for record in std::mem::take(&mut snapshot.tasks) {
-            builder.task(record);
-        }
-        builder.build(settings, snapshot, now_ms)
+    pub fn from_snapshot(settings: QueueSettings, snapshot: Snapshot, now_ms: u64) -> Self {
+        IndexBuilder::with_capacity(snapshot.tasks.len()).build(settings, snapshot, now_ms)
     }
 }
 
