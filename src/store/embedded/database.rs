@@ -28,11 +28,11 @@ use crate::queue::index::QueueIndex;
 pub const DATABASE_FILE: &str = "backflow.db";
 
 /// `PRAGMA application_id` of a BackFlow store ("BFLW").
-const APPLICATION_ID: i32 = 0x4246_4c57;
+pub(super) const APPLICATION_ID: i32 = 0x4246_4c57;
 
 /// The schema, one step per version: a new file runs them all, an older one the steps it
 /// lacks, each in the transaction that also sets `user_version` to its number.
-const MIGRATIONS: [&str; 2] = [
+pub(super) const MIGRATIONS: [&str; 3] = [
     // 1: the queue in arrival order, the revocations, the readiness probe's row.
     "
     -- `seq` is the arrival order: a task's place among equal priorities, kept for its life.
@@ -80,6 +80,21 @@ const MIGRATIONS: [&str; 2] = [
     ) WITHOUT ROWID;
     CREATE INDEX idempotency_by_end ON idempotency (expires_ms);
     DROP TABLE IF EXISTS imports;
+    ",
+    // 3: acknowledgements in the order they are made. Keyed by the task's id, each one wrote a
+    // page of the table chosen by a random number, so a commit of many acknowledgements wrote
+    // as many pages to the WAL; in a rowid table each one is appended to the last page.
+    "
+    CREATE TABLE acked_in_order (
+        id       BLOB    NOT NULL,
+        lease_id BLOB    NOT NULL,
+        until_ms INTEGER NOT NULL
+    );
+    INSERT INTO acked_in_order (id, lease_id, until_ms)
+        SELECT id, lease_id, until_ms FROM acked ORDER BY until_ms;
+    DROP TABLE acked;
+    ALTER TABLE acked_in_order RENAME TO acked;
+    CREATE INDEX acked_by_end ON acked (until_ms);
     ",
 ];
 

@@ -1,9 +1,10 @@
 //! The rows of the embedded store: a plan of the queue's index as SQL, and the file read back
 //! into the index's records.
 //!
-//! A task is one row of `tasks`, written whole at each change (an upsert keyed by its arrival
-//! number) and deleted when it leaves the queue, so the file holds exactly the records the
-//! index holds once a plan is settled. Every value read back is checked by the same parsers
+//! A task is one row of `tasks`, keyed by its arrival number: written whole when it arrives,
+//! its state columns at each change, and deleted when it leaves the queue, so the file holds
+//! exactly the records the index holds once a plan is settled. An acknowledgement is a row
+//! appended to `acked`. Every value read back is checked by the same parsers
 //! as the API's input.
 
 use rusqlite::{Connection, Row, Transaction, params};
@@ -34,6 +35,7 @@ pub fn write_plan(tx: &Transaction<'_>, plan: &Plan) -> rusqlite::Result<usize> 
     let mut changed = 0;
     for change in plan.changes() {
         changed += match &change.after {
+            Some(record) if change.before.is_some() => update_task(tx, record)?,
             Some(record) => upsert_task(tx, record)?,
             None => {
                 let seq = change
@@ -47,9 +49,7 @@ pub fn write_plan(tx: &Transaction<'_>, plan: &Plan) -> rusqlite::Result<usize> 
     }
     for tombstone in plan.tombstones() {
         changed += tx
-            .prepare_cached(
-                "INSERT OR REPLACE INTO acked (id, lease_id, until_ms) VALUES (?1, ?2, ?3)",
-            )?
+            .prepare_cached("INSERT INTO acked (id, lease_id, until_ms) VALUES (?1, ?2, ?3)")?
             .execute(params![
                 tombstone.id.as_bytes(),
                 tombstone.lease.as_uuid().as_bytes(),
@@ -86,13 +86,62 @@ pub fn forget_before(tx: &Transaction<'_>, before_ms: u64) -> rusqlite::Result<u
     Ok(acks + keys)
 }
 
-fn upsert_task(tx: &Transaction<'_>, record: &TaskRecord) -> rusqlite::Result<usize> {
+/// The columns of a task that change after its arrival: `max_attempts`, `attempt`, `state`,
+/// `at_ms`, `lease_id` and `last_error`.
+type Changing<'a> = (
+    u32,
+    u32,
+    i64,
+    Option<i64>,
+    Option<[u8; 16]>,
+    Option<&'a str>,
+);
+
+fn changing(record: &TaskRecord) -> Changing<'_> {
     let (state, at_ms, lease) = match record.state {
         TaskState::Queued => (QUEUED, None, None),
         TaskState::Delayed { until_ms } => (DELAYED, Some(until_ms), None),
         TaskState::Leased { lease, expires_ms } => (LEASED, Some(expires_ms), Some(lease)),
         TaskState::Dead { at_ms } => (DEAD, Some(at_ms), None),
     };
+    (
+        record.max_attempts.get(),
+        record.attempt,
+        state,
+        at_ms.map(to_sql_int),
+        lease.map(|lease| *lease.as_uuid().as_bytes()),
+        record.last_error.as_ref().map(ErrorText::as_str),
+    )
+}
+
+/// Writes the changing columns of a task already in the file (its text, priority and arrival
+/// never change); a task the file lacks is written whole.
+fn update_task(tx: &Transaction<'_>, record: &TaskRecord) -> rusqlite::Result<usize> {
+    let (max_attempts, attempt, state, at_ms, lease, last_error) = changing(record);
+    let updated = tx
+        .prepare_cached(
+            "UPDATE tasks SET max_attempts = ?2, attempt = ?3, state = ?4, at_ms = ?5,
+                              lease_id = ?6, last_error = ?7
+             WHERE seq = ?1",
+        )?
+        .execute(params![
+            to_sql_int(record.seq),
+            max_attempts,
+            attempt,
+            state,
+            at_ms,
+            lease,
+            last_error,
+        ])?;
+    if updated == 0 {
+        return upsert_task(tx, record);
+    }
+    Ok(updated)
+}
+
+fn upsert_task(tx: &Transaction<'_>, record: &TaskRecord) -> rusqlite::Result<usize> {
+    let (max_attempts, attempt, state, at_ms, lease, last_error) = changing(record);
+    let task = &record.task;
     tx.prepare_cached(
         "INSERT INTO tasks (seq, id, task, priority, enqueued_at_ms, max_attempts, attempt,
                             state, at_ms, lease_id, last_error)
@@ -104,16 +153,16 @@ fn upsert_task(tx: &Transaction<'_>, record: &TaskRecord) -> rusqlite::Result<us
     )?
     .execute(params![
         to_sql_int(record.seq),
-        record.task.id.as_bytes(),
-        record.task.task.as_str(),
-        record.task.priority.get(),
-        to_sql_int(record.task.enqueued_at_ms),
-        record.max_attempts.get(),
-        record.attempt,
+        task.id.as_bytes(),
+        task.task.as_str(),
+        task.priority.get(),
+        to_sql_int(task.enqueued_at_ms),
+        max_attempts,
+        attempt,
         state,
-        at_ms.map(to_sql_int),
-        lease.map(|lease| *lease.as_uuid().as_bytes()),
-        record.last_error.as_ref().map(ErrorText::as_str),
+        at_ms,
+        lease,
+        last_error,
     ])
 }
 

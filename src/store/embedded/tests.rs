@@ -7,7 +7,8 @@ use futures_util::StreamExt;
 
 use super::*;
 use crate::auth::jwt::LEEWAY_SECONDS;
-use crate::queue::limits::{Delay, MaxAttempts};
+use crate::queue::limits::{BatchSize, Delay, LeaseId, LeaseLength, MaxAttempts};
+use crate::queue::record::{AckOutcome, LeasedTask};
 use crate::queue::{NewTask, Priority, QueuedTask, TaskText};
 
 fn config(dir: &std::path::Path) -> Config {
@@ -156,4 +157,110 @@ async fn concurrent_writes_are_committed_in_groups() {
         commits < 200.0,
         "200 concurrent writes took {commits} commits"
     );
+}
+
+fn lease_length() -> LeaseLength {
+    LeaseLength::from_millis(60_000).expect("in range")
+}
+
+async fn lease_one(stores: &Stores) -> LeasedTask {
+    let batch = stores
+        .queue
+        .lease(BatchSize::new(1).expect("in range"), lease_length())
+        .await
+        .expect("leased")
+        .answer;
+    batch.tasks.into_iter().next().expect("a task")
+}
+
+async fn ack(stores: &Stores, leased: &LeasedTask) -> AckOutcome {
+    stores
+        .queue
+        .ack(vec![(leased.task.id, leased.lease)])
+        .await
+        .expect("answered")
+        .answer[0]
+}
+
+#[tokio::test]
+async fn an_acknowledgement_is_remembered_across_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let stores = open(&config(dir.path()), &Metrics::new())
+        .await
+        .expect("opens");
+    for text in ["first", "second"] {
+        stores.queue.enqueue(task(text, 1)).await.expect("enqueued");
+    }
+    let first = lease_one(&stores).await;
+    let second = lease_one(&stores).await;
+    assert_eq!(ack(&stores, &first).await, AckOutcome::Acked);
+    stores.health.close().await;
+
+    let reopened = open(&config(dir.path()), &Metrics::new())
+        .await
+        .expect("reopens");
+    assert_eq!(ack(&reopened, &first).await, AckOutcome::AlreadyAcked);
+    let stranger = LeasedTask {
+        lease: LeaseId::random(),
+        ..first.clone()
+    };
+    assert_eq!(ack(&reopened, &stranger).await, AckOutcome::LeaseLost);
+    assert_eq!(ack(&reopened, &second).await, AckOutcome::Acked);
+    assert_eq!(reopened.queue.size(), 0);
+}
+
+#[tokio::test]
+async fn a_file_of_schema_version_2_is_upgraded_with_its_tasks_and_acknowledgements() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (acked, lease) = (Uuid::new_v4(), LeaseId::random());
+    let until_ms = clock::unix_millis() + 60_000;
+    {
+        let conn = rusqlite::Connection::open(dir.path().join(database::DATABASE_FILE))
+            .expect("creates the file");
+        conn.execute_batch(database::MIGRATIONS[0]).expect("v1");
+        conn.execute_batch(database::MIGRATIONS[1]).expect("v2");
+        conn.pragma_update(None, "application_id", database::APPLICATION_ID)
+            .expect("id");
+        conn.pragma_update(None, "user_version", 2)
+            .expect("version");
+        conn.execute(
+            "INSERT INTO tasks (seq, id, task, priority, enqueued_at_ms) VALUES (7, ?1, 'kept', 3, 1)",
+            [Uuid::new_v4().as_bytes()],
+        )
+        .expect("a task");
+        conn.execute(
+            "INSERT INTO acked (id, lease_id, until_ms) VALUES (?1, ?2, ?3)",
+            rusqlite::params![
+                acked.as_bytes(),
+                lease.as_uuid().as_bytes(),
+                i64::try_from(until_ms).expect("small")
+            ],
+        )
+        .expect("an acknowledgement");
+    }
+
+    let stores = open(&config(dir.path()), &Metrics::new())
+        .await
+        .expect("upgrades");
+    let outcomes = stores
+        .queue
+        .ack(vec![(acked, lease), (acked, LeaseId::random())])
+        .await
+        .expect("answered")
+        .answer;
+    assert_eq!(outcomes, [AckOutcome::AlreadyAcked, AckOutcome::LeaseLost]);
+    let kept = lease_one(&stores).await;
+    assert_eq!(kept.task.task.as_str(), "kept");
+    assert_eq!(ack(&stores, &kept).await, AckOutcome::Acked);
+    stores.health.close().await;
+
+    let conn = rusqlite::Connection::open(dir.path().join(database::DATABASE_FILE))
+        .expect("opens the file");
+    let version: i32 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .expect("read");
+    let acks: i64 = conn
+        .query_row("SELECT count(*) FROM acked", [], |row| row.get(0))
+        .expect("counted");
+    assert_eq!((version, acks), (3, 2));
 }
