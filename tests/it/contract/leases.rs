@@ -29,6 +29,7 @@ use crate::common::redis::{RedisServer, unique_prefix};
 
 contract!(every backend:
     a_leased_task_is_hidden_and_its_acknowledgement_removes_it_for_good,
+    leases_and_acknowledgements_report_their_transitions,
     an_expired_lease_returns_the_task_at_its_place_and_fences_its_worker,
     the_last_attempt_that_runs_out_dead_letters_the_task,
     a_nack_backs_off_and_the_last_one_dead_letters,
@@ -131,6 +132,51 @@ async fn a_leased_task_is_hidden_and_its_acknowledgement_removes_it_for_good(bac
     assert_eq!(ack(queue, &unknown).await, AckOutcome::NotFound);
     assert_eq!(queue.get(first).await.expect("read"), None);
     assert_eq!(drain(queue).await, ["second"]);
+}
+
+/// The transitions a lease and an acknowledgement report are what their events announce.
+async fn leases_and_acknowledgements_report_their_transitions(backend: Backend) {
+    let subject = backend.open(&[]).await;
+    let queue = &*subject.stores.queue;
+    let first = enqueue(queue, "first", 1).await;
+    let second = enqueue(queue, "second", 2).await;
+    let outcome = queue
+        .lease(BatchSize::new(3).expect("in range"), long())
+        .await
+        .expect("leased");
+    let leased = outcome.answer.tasks;
+    let ids: Vec<Uuid> = leased.iter().map(|t| t.task.id).collect();
+    assert_eq!(ids, [first, second]);
+    let announced: Vec<LeasedTask> = outcome
+        .transitions
+        .into_iter()
+        .map(|transition| match transition {
+            Transition::Leased(task) => task,
+            other => panic!("a lease reported {other:?}"),
+        })
+        .collect();
+    assert_eq!(announced, leased);
+
+    let acks = queue
+        .ack(vec![
+            (first, leased[0].lease),
+            (second, LeaseId::random()),
+            (first, leased[0].lease),
+        ])
+        .await
+        .expect("answered");
+    assert_eq!(
+        acks.answer,
+        [
+            AckOutcome::Acked,
+            AckOutcome::LeaseLost,
+            AckOutcome::AlreadyAcked
+        ]
+    );
+    match &acks.transitions[..] {
+        [Transition::Acked { task, attempt: 1 }] => assert_eq!(task, &leased[0].task),
+        other => panic!("the acknowledgements reported {other:?}"),
+    }
 }
 
 async fn an_expired_lease_returns_the_task_at_its_place_and_fences_its_worker(backend: Backend) {

@@ -1,5 +1,6 @@
 -- Lease (after queue_prelude.lua). ARGV: 2 lease length ms, then one fresh lease id per task
--- wanted (their number is the count).
+-- wanted (their number is the count). Each task leased is answered as its record (encoded once,
+-- for the hash and the answer alike); the instance makes the `leased` transitions from them.
 local length = tonumber(ARGV[2])
 promote()
 reap()
@@ -9,17 +10,19 @@ for i = 3, #ARGV do
   if #popped == 0 then
     break
   end
-  local r = load(string.sub(popped[1], 21))
-  if r then
+  local id = string.sub(popped[1], 21)
+  local raw = redis.call('HGET', K_TASKS, id)
+  if raw then
+    local r = cjson.decode(raw)
     r.a = r.a + 1
     r.st = 'leased'
     r.l = ARGV[i]
     r.at = int(now + length)
-    save(r)
-    place(r)
-    event('leased', r, {l = r.l, le = r.at})
-    leased[#leased + 1] = cjson.encode({id = r.id, t = r.t, p = r.p, e = r.e, a = r.a, m = r.m,
-      l = r.l, le = r.at})
+    local saved = cjson.encode(r)
+    redis.call('HSET', K_TASKS, id, saved)
+    redis.call('ZADD', K_LEASED, r.at, id)
+    -- The record as saved, with its id: the instance announces the lease from it.
+    leased[#leased + 1] = '{"id":"' .. id .. '",' .. string.sub(saved, 2)
   end
 end
 return answer('{"tasks":[' .. table.concat(leased, ',') .. '],"qs":' ..

@@ -26,16 +26,16 @@ use super::Redis;
 use crate::fault::StoreError;
 use crate::queue::limits::{BatchSize, LeaseId, LeaseLength, MAX_DELAY_MS};
 use crate::queue::record::{
-    AckOutcome, DeadPage, Dequeued, EnqueueOutcome, LeaseBatch, LeasedTask, Nacked, Outcome,
-    QueueStatus, TaskView,
+    AckOutcome, DeadPage, Dequeued, EnqueueOutcome, LeaseBatch, Nacked, Outcome, QueueStatus,
+    TaskView, Transition,
 };
 use crate::queue::{NackRequest, NewTask, QueueError, QueueSettings, QueueStore, Wakeups};
 
 mod replies;
 
 use replies::{
-    Empty, EnqueueAnswer, OrRefused, RawBatch, RawDequeued, RawExtended, RawNacked, RawPage,
-    RawStatus, RawView, Reply, max_attempts, number, state_name,
+    Empty, EnqueueAnswer, OrRefused, RawAck, RawBatch, RawDequeued, RawExtended, RawLeased,
+    RawNacked, RawPage, RawStatus, RawView, Reply, number, state_name,
 };
 
 const PRELUDE: &str = include_str!("../lua/queue_prelude.lua");
@@ -217,19 +217,11 @@ impl QueueStore for RedisQueue {
             let mut args = vec![length.as_millis().to_string()];
             args.extend((0..count.get()).map(|_| LeaseId::random().to_string()));
             let reply: Reply<RawBatch> = self.run(&self.scripts.lease, args).await?;
-            reply.outcome(|raw| {
+            let mut outcome = reply.outcome(|raw| {
                 let tasks = raw
                     .tasks
                     .into_iter()
-                    .map(|leased| {
-                        Ok(LeasedTask {
-                            task: leased.task.task()?,
-                            attempt: leased.a,
-                            max_attempts: max_attempts(leased.m)?,
-                            lease: LeaseId::from_uuid(leased.l),
-                            expires_ms: number(&leased.le)?,
-                        })
-                    })
+                    .map(RawLeased::leased)
                     .collect::<Result<Vec<_>, StoreError>>()?;
                 let next_due_ms = (!raw.due.is_empty())
                     .then(|| number(&raw.due))
@@ -239,7 +231,11 @@ impl QueueStore for RedisQueue {
                     queue_size: raw.qs,
                     next_due_ms,
                 })
-            })
+            })?;
+            // After the leases that ran out on the way (the script's own transitions).
+            let leased = outcome.answer.tasks.iter().cloned().map(Transition::Leased);
+            outcome.transitions.extend(leased);
+            Ok(outcome)
         })
     }
 
@@ -252,21 +248,25 @@ impl QueueStore for RedisQueue {
                 .iter()
                 .flat_map(|(id, lease)| [id.to_string(), lease.to_string()])
                 .collect();
-            let reply: Reply<Vec<String>> = self.run(&self.scripts.ack, args).await?;
-            reply.outcome(|words| {
-                words
-                    .iter()
-                    .map(|word| match word.as_str() {
-                        "acked" => Ok(AckOutcome::Acked),
-                        "again" => Ok(AckOutcome::AlreadyAcked),
-                        "lost" => Ok(AckOutcome::LeaseLost),
-                        "missing" => Ok(AckOutcome::NotFound),
-                        other => Err(QueueError::Store(StoreError::new(format_args!(
-                            "redis: unknown acknowledgement outcome {other:?}"
-                        )))),
+            let reply: Reply<Vec<RawAck>> = self.run(&self.scripts.ack, args).await?;
+            let mut acked = Vec::new();
+            let mut outcome = reply.outcome(|answers| {
+                answers
+                    .into_iter()
+                    .map(|answer| match answer {
+                        RawAck::Acked { task, a } => {
+                            acked.push(Transition::Acked {
+                                task: task.task()?,
+                                attempt: a,
+                            });
+                            Ok(AckOutcome::Acked)
+                        }
+                        RawAck::Other(word) => word_outcome(&word),
                     })
                     .collect()
-            })
+            })?;
+            outcome.transitions.extend(acked);
+            Ok(outcome)
         })
     }
 
@@ -385,5 +385,17 @@ impl QueueStore for RedisQueue {
 
     fn size(&self) -> usize {
         self.last_size.load(Ordering::Relaxed)
+    }
+}
+
+/// The outcome of an acknowledgement the script answered with a word.
+fn word_outcome(word: &str) -> Result<AckOutcome, QueueError> {
+    match word {
+        "again" => Ok(AckOutcome::AlreadyAcked),
+        "lost" => Ok(AckOutcome::LeaseLost),
+        "missing" => Ok(AckOutcome::NotFound),
+        other => Err(QueueError::Store(StoreError::new(format_args!(
+            "redis: unknown acknowledgement outcome {other:?}"
+        )))),
     }
 }

@@ -81,30 +81,25 @@ pub(super) fn max_attempts(m: u32) -> Result<MaxAttempts, StoreError> {
     MaxAttempts::new(u64::from(m)).map_err(StoreError::new)
 }
 
-/// A transition as a script reports it.
+/// A transition as a script reports it (a lease and an acknowledgement report theirs through
+/// their answers: [`RawLeased`], [`RawAck`]).
 #[derive(Deserialize)]
 pub(super) struct RawEvent {
     pub(super) k: String,
     #[serde(flatten)]
     pub(super) task: RawTask,
     pub(super) a: u32,
-    pub(super) m: u32,
     pub(super) st: Option<String>,
     pub(super) av: Option<String>,
     pub(super) qs: Option<usize>,
-    pub(super) l: Option<Uuid>,
-    pub(super) le: Option<String>,
     pub(super) c: Option<String>,
 }
 
 impl RawEvent {
     pub(super) fn into_transition(self) -> Result<Transition, StoreError> {
         let attempt = self.a;
-        let max = self.m;
         let available = self.av.as_deref().map(number).transpose()?;
         let queue_size = self.qs.unwrap_or(0);
-        let lease = self.l.map(LeaseId::from_uuid);
-        let lease_end = self.le.as_deref().map(number).transpose()?;
         let nack = self.c.as_deref() == Some("nack");
         let kind = self.k;
         let state = self.st.as_deref().map(state_name).transpose()?;
@@ -118,14 +113,6 @@ impl RawEvent {
                 queue_size,
             }),
             "dequeued" => Transition::Dequeued(Dequeued { task, queue_size }),
-            "leased" => Transition::Leased(LeasedTask {
-                task,
-                attempt,
-                max_attempts: max_attempts(max)?,
-                lease: lease.ok_or_else(missing)?,
-                expires_ms: lease_end.ok_or_else(missing)?,
-            }),
-            "acked" => Transition::Acked { task, attempt },
             "retried" => Transition::Retried {
                 task,
                 attempt,
@@ -257,6 +244,7 @@ pub(super) struct RawStatus {
     pub(super) dead: usize,
 }
 
+/// A task leased now: its record as the lease script saved it, with its id.
 #[derive(Deserialize)]
 pub(super) struct RawLeased {
     #[serde(flatten)]
@@ -264,7 +252,33 @@ pub(super) struct RawLeased {
     pub(super) a: u32,
     pub(super) m: u32,
     pub(super) l: Uuid,
-    pub(super) le: String,
+    /// When the lease runs out.
+    pub(super) at: String,
+}
+
+impl RawLeased {
+    pub(super) fn leased(self) -> Result<LeasedTask, StoreError> {
+        Ok(LeasedTask {
+            task: self.task.task()?,
+            attempt: self.a,
+            max_attempts: max_attempts(self.m)?,
+            lease: LeaseId::from_uuid(self.l),
+            expires_ms: number(&self.at)?,
+        })
+    }
+}
+
+/// What the acknowledgement script answers for one task: the record of a task acknowledged
+/// now (with its id), or the word of any other outcome.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawAck {
+    Acked {
+        #[serde(flatten)]
+        task: RawTask,
+        a: u32,
+    },
+    Other(String),
 }
 
 #[derive(Deserialize)]
@@ -301,23 +315,58 @@ mod tests {
     #[test]
     fn a_script_event_becomes_its_transition() {
         let id = Uuid::new_v4();
-        let lease = Uuid::new_v4();
         let json = format!(
-            r#"{{"k":"leased","id":"{id}","t":"send report","p":"-9007199254740992","e":"1700000000000","a":2,"m":5,"l":"{lease}","le":"1700000030000"}}"#
+            r#"{{"k":"retried","id":"{id}","t":"send report","p":"-9007199254740992","e":"1700000000000","a":2,"m":5,"av":"1700000030000","c":"nack"}}"#
         );
         let event: RawEvent = serde_json::from_str(&json).expect("parses");
         match event.into_transition().expect("valid") {
-            Transition::Leased(leased) => {
-                assert_eq!(leased.task.priority.get(), -9_007_199_254_740_992);
-                assert_eq!(leased.attempt, 2);
-                assert_eq!(leased.expires_ms, 1_700_000_030_000);
-                assert_eq!(leased.lease, LeaseId::from_uuid(lease));
+            Transition::Retried {
+                task,
+                attempt,
+                available_at_ms,
+                cause,
+            } => {
+                assert_eq!(task.priority.get(), -9_007_199_254_740_992);
+                assert_eq!((attempt, available_at_ms), (2, 1_700_000_030_000));
+                assert_eq!(cause, RetryCause::Nack);
             }
             other => panic!("unexpected {other:?}"),
         }
-        let broken = format!(r#"{{"k":"leased","id":"{id}","t":"x","p":"1","e":"1","a":1,"m":5}}"#);
+        let broken =
+            format!(r#"{{"k":"retried","id":"{id}","t":"x","p":"1","e":"1","a":1,"m":5}}"#);
         let event: RawEvent = serde_json::from_str(&broken).expect("parses");
-        assert!(event.into_transition().is_err(), "a lease needs its id");
+        assert!(event.into_transition().is_err(), "a retry needs its time");
+    }
+
+    #[test]
+    fn a_leased_record_and_an_acknowledged_one_parse_with_their_id() {
+        let id = Uuid::new_v4();
+        let lease = Uuid::new_v4();
+        let json = format!(
+            r#"{{"id":"{id}","seq":"7","t":"send \"it\"","p":"-9007199254740992","e":"1700000000000","m":5,"a":2,"st":"leased","l":"{lease}","at":"1700000030000"}}"#
+        );
+        let leased = serde_json::from_str::<RawLeased>(&json)
+            .expect("parses")
+            .leased()
+            .expect("valid");
+        assert_eq!(leased.task.id, id);
+        assert_eq!(leased.task.task.as_str(), "send \"it\"");
+        assert_eq!(leased.task.priority.get(), -9_007_199_254_740_992);
+        assert_eq!((leased.attempt, leased.max_attempts.get()), (2, 5));
+        assert_eq!(leased.lease, LeaseId::from_uuid(lease));
+        assert_eq!(leased.expires_ms, 1_700_000_030_000);
+
+        let answers: Vec<RawAck> =
+            serde_json::from_str(&format!(r#"[{json},"again","lost","missing"]"#)).expect("parses");
+        assert!(matches!(&answers[0], RawAck::Acked { task, a: 2 } if task.id == id));
+        let words: Vec<&str> = answers[1..]
+            .iter()
+            .map(|answer| match answer {
+                RawAck::Other(word) => word.as_str(),
+                RawAck::Acked { .. } => panic!("a word parsed as a record"),
+            })
+            .collect();
+        assert_eq!(words, ["again", "lost", "missing"]);
     }
 
     #[test]
