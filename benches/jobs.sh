@@ -18,12 +18,15 @@
 #   memory and one embedded instance, on one Redis instance, and across the two Redis instances.
 # Writes benches/results/jobs.json and prints a Markdown table.
 #
-# Usage: benches/jobs.sh        DURATION=10 CONNECTIONS=64 PREFILL=200000 SAMPLES=500 by default.
+# Usage: benches/jobs.sh        DURATION=10 CONNECTIONS=64 PREFILL=800000 SAMPLES=500 by default.
+# PREFILL tasks are enqueued before each consumer run; a run whose queue ran dry (a lease that
+# found fewer tasks than it asked for) measured empty leases, not jobs: the report names it and
+# the script fails, asking for a larger PREFILL.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-64}
-PREFILL=${PREFILL:-200000}
+PREFILL=${PREFILL:-800000}
 SAMPLES=${SAMPLES:-500}
 
 ensure_oha
@@ -124,6 +127,8 @@ for store, row in rows.items():
 bad = {f"{store} {kind}": run["notOk"] for store, row in rows.items() for kind, run in row.items() if run["notOk"]}
 print()
 print(f"Answers other than 200: {bad or 'none'}.")
+dry = [f"{store} {kind}" for store, row in rows.items() for kind, run in row.items()
+       if kind.startswith("consume") and run.get("shortLeases", 0)]
 print()
 print(f"redis-benchmark, the scripts of one cycle: enqueue {rate('enqueue'):.0f}/s, lease {rate('lease'):.0f}/s, "
       f"ack {rate('ack'):.0f}/s, event {rate('publish'):.0f}/s: at most {ceiling:.0f} cycles/s; "
@@ -139,4 +144,8 @@ for name, label in (("memory", "STORE=memory, one instance"), ("embedded", "STOR
     a, s = row["afterEnqueueAnswered"], row["afterEnqueueSent"]
     print(f"| {label} | {a['p50_ms']:.2f} | {a['p99_ms']:.2f} | {a['max_ms']:.2f} "
           f"| {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {s['max_ms']:.2f} | {row['samples']} |")
+if dry:
+    print()
+    print(f"NOT VALID: the queue ran dry during {', '.join(dry)}; run again with a larger PREFILL.")
+    sys.exit(1)
 PY

@@ -4,7 +4,9 @@
 //! per request), lease `--batch` (`count`), acknowledge what it got (`POST /tasks/{id}/ack` for
 //! one, `POST /tasks/ack` for more). With `--consume-only` the workers only lease and
 //! acknowledge, from a queue filled beforehand. Prints one JSON object: jobs acknowledged per
-//! second, requests per second, and the answers that were not 200.
+//! second, requests per second, the answers that were not 200, and the leases that found fewer
+//! tasks than they asked for (in `--consume-only`, a queue that ran dry: the run measured
+//! empty leases, not jobs).
 //!
 //! `longpoll`: `--samples` times in turn: a lease with `waitMs` waits on `--wait`, then (once it
 //! is parked: `--park-ms` later) a task is enqueued on `--enqueue`. Prints the p50, p99 and max of
@@ -80,6 +82,7 @@ struct Counts {
     jobs: AtomicU64,
     requests: AtomicU64,
     refused: AtomicU64,
+    short_leases: AtomicU64,
 }
 
 /// Sends one JSON request; counts it, and returns the body of a 200 (None for anything else).
@@ -129,6 +132,9 @@ async fn worker(
             continue;
         };
         let tasks = leased["tasks"].as_array().cloned().unwrap_or_default();
+        if tasks.len() < options.batch {
+            counts.short_leases.fetch_add(1, Ordering::Relaxed);
+        }
         let acks: Vec<Value> = tasks
             .iter()
             .map(|task| json!({"id": task["id"], "leaseId": task["leaseId"]}))
@@ -192,6 +198,7 @@ async fn cycle(options: Options) {
             "jobsPerSecond": jobs as f64 / seconds,
             "requestsPerSecond": requests as f64 / seconds,
             "notOk": counts.refused.load(Ordering::Relaxed),
+            "shortLeases": counts.short_leases.load(Ordering::Relaxed),
         })
     );
 }
