@@ -28,6 +28,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::value::RawValue;
 use tokio::time::MissedTickBehavior;
 
 use crate::clock;
@@ -106,13 +107,38 @@ pub enum LogoutError {
 }
 
 /// What a verified, configured user's token grants.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Principal {
     /// The token's claims.
     pub claims: Claims,
     /// The scopes of its `scope` claim that its user still has.
     pub scopes: Scopes,
+    /// The claims as JSON, written once when the token is verified: `/protected` shows them
+    /// to every request of the token's life without serializing them again.
+    pub claims_json: Box<RawValue>,
 }
+
+impl Principal {
+    /// What `claims` grant with `scopes`.
+    pub fn new(claims: Claims, scopes: Scopes) -> Self {
+        let claims_json = serde_json::value::to_raw_value(&claims)
+            .expect("claims of strings and integers serialize to JSON");
+        Self {
+            claims,
+            scopes,
+            claims_json,
+        }
+    }
+}
+
+/// Equal claims make equal JSON: the claims and the scopes decide.
+impl PartialEq for Principal {
+    fn eq(&self, other: &Self) -> bool {
+        self.claims == other.claims && self.scopes == other.scopes
+    }
+}
+
+impl Eq for Principal {}
 
 /// A freshly issued token.
 #[derive(Debug, Clone)]
@@ -231,7 +257,7 @@ impl AuthService {
                     return Err(TokenError::Invalid);
                 };
                 let scopes = Scopes::from_claim(&claims.scope).intersection(user_scopes);
-                let principal = Arc::new(Principal { claims, scopes });
+                let principal = Arc::new(Principal::new(claims, scopes));
                 self.verified.insert(token, &principal);
                 principal
             }

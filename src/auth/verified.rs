@@ -84,8 +84,8 @@ mod tests {
     use crate::auth::jwt::{Claims, LEEWAY_SECONDS};
 
     fn claims(exp: u64) -> Arc<Principal> {
-        Arc::new(Principal {
-            claims: Claims {
+        Arc::new(Principal::new(
+            Claims {
                 user_id: 1,
                 username: "admin".into(),
                 jti: uuid::Uuid::new_v4(),
@@ -95,8 +95,8 @@ mod tests {
                 aud: "backflow".into(),
                 scope: Scopes::ALL.to_string(),
             },
-            scopes: Scopes::ALL,
-        })
+            Scopes::ALL,
+        ))
     }
 
     #[test]
