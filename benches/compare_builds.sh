@@ -7,6 +7,10 @@
 #   DURATION=10s CONNECTIONS=64 ROUNDS=5 PREFILL=300000 by default; STORE=memory (the HTTP
 #   layer's cost, not the store's). Routes: GET /health, GET /queue/status, GET /protected and
 #   POST /enqueue + GET /dequeue at once.
+#   TOGETHER=1 loads A and B at the same time, each with its own oha, instead of one after the
+#   other: both builds then share the very same moments of the machine, and the scheduler's
+#   equal shares of CPU make the ratio of their rates the inverse ratio of their costs, which a
+#   noisy shared machine disturbs far less than it disturbs one run against the next.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 A_BIN=$1 B_BIN=$2 LABEL=${3:-B vs A}
@@ -62,7 +66,14 @@ for route in "${ROUTES[@]}"; do
   oha --no-tui --output-format quiet -z 2s -c "$CONNECTIONS" "http://127.0.0.1:$B_PORT/health" >/dev/null
   for round in $(seq 1 "$ROUNDS"); do
     # A first in odd rounds, B first in even ones, so neither always runs on a warmer machine.
-    if (( round % 2 )); then
+    if [[ ${TOGETHER:-0} == 1 ]]; then
+      together=$(mktemp)
+      run "$A_PORT" "$A_TOKEN" "$route" >"$together" &
+      a_pid=$!
+      b=$(run "$B_PORT" "$B_TOKEN" "$route")
+      wait "$a_pid"
+      a=$(cat "$together"); rm -f "$together"
+    elif (( round % 2 )); then
       a=$(run "$A_PORT" "$A_TOKEN" "$route"); b=$(run "$B_PORT" "$B_TOKEN" "$route")
     else
       b=$(run "$B_PORT" "$B_TOKEN" "$route"); a=$(run "$A_PORT" "$A_TOKEN" "$route")
@@ -71,14 +82,16 @@ for route in "${ROUTES[@]}"; do
   done
 done >"$RESULTS/compare.txt"
 
-python3 - "$RESULTS/compare.txt" "$LABEL" "$(load_conditions)" <<'PY'
+MODE="alternating runs"
+[[ ${TOGETHER:-0} == 1 ]] && MODE="A and B loaded at the same time"
+python3 - "$RESULTS/compare.txt" "$LABEL" "$(load_conditions)" "$MODE" <<'PY'
 import statistics, sys
-path, label, conditions = sys.argv[1:]
+path, label, conditions, mode = sys.argv[1:]
 rows = {}
 for line in open(path):
     route, _, a, b = line.split()
     rows.setdefault(route, []).append((float(a), float(b)))
-print(f"{label}: requests/s, alternating runs, median of {len(next(iter(rows.values())))} rounds")
+print(f"{label}: requests/s, {mode}, median of {len(next(iter(rows.values())))} rounds")
 print()
 print("| route | A | B | B / A (median of rounds) | per round |")
 print("|---|---:|---:|---:|---|")
