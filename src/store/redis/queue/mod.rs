@@ -12,7 +12,9 @@
 //!
 //! Every script starts with `lua/queue_prelude.lua` (the key layout, the record's shape, the
 //! promotion of delays that are over and the reaping of expired leases) and answers one JSON
-//! document: the answer and the transitions it made. Scripts that make a task available
+//! document: the answer and the transitions it made (a lease and an acknowledgement answer the
+//! records of their tasks instead, and the instance makes their transitions from those, so
+//! no task is encoded twice in one script). Scripts that make a task available
 //! publish on the wake channel, which every instance's event relay forwards to its long polls.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
