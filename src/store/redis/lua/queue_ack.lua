@@ -10,16 +10,15 @@ end
 local results = {}
 for i = 2, #ARGV - 1, 2 do
   local id, lease = ARGV[i], ARGV[i + 1]
-  local raw = redis.call('HGET', K_TASKS, id)
+  local r, stored = load(id)
   local outcome
-  if raw then
-    local r = cjson.decode(raw)
+  if r then
     if r.st == 'leased' and r.l == lease and tonumber(r.at) > now then
-      redis.call('ZREM', K_LEASED, id)
+      unplace(r)
       redis.call('HDEL', K_TASKS, id)
       redis.call('HSET', K_ACKED, id, lease .. '|' .. r.at)
       redis.call('ZADD', K_ACKED_END, r.at, id)
-      outcome = '{"id":"' .. id .. '",' .. string.sub(raw, 2)
+      outcome = with_id(id, stored)
     else
       outcome = '"lost"'
     end

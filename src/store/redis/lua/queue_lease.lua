@@ -10,19 +10,16 @@ for i = 3, #ARGV do
   if #popped == 0 then
     break
   end
-  local id = string.sub(popped[1], 21)
-  local raw = redis.call('HGET', K_TASKS, id)
-  if raw then
-    local r = cjson.decode(raw)
+  local r = load(string.sub(popped[1], 21))
+  if r then
     r.a = r.a + 1
     r.st = 'leased'
     r.l = ARGV[i]
     r.at = int(now + length)
-    local saved = cjson.encode(r)
-    redis.call('HSET', K_TASKS, id, saved)
-    redis.call('ZADD', K_LEASED, r.at, id)
+    local saved = save(r)
+    place(r)
     -- The record as saved, with its id: the instance announces the lease from it.
-    leased[#leased + 1] = '{"id":"' .. id .. '",' .. string.sub(saved, 2)
+    leased[#leased + 1] = with_id(r.id, saved)
   end
 end
 return answer('{"tasks":[' .. table.concat(leased, ',') .. '],"qs":' ..

@@ -21,6 +21,7 @@ local function int(n)
   return string.format('%d', n)
 end
 
+-- The record of task `id` (nil when there is none), and its JSON as stored.
 local function load(id)
   local raw = redis.call('HGET', K_TASKS, id)
   if not raw then
@@ -28,14 +29,23 @@ local function load(id)
   end
   local r = cjson.decode(raw)
   r.id = id
-  return r
+  return r, raw
 end
 
+-- Stores `r`; returns its JSON as stored (without the id, which is the hash's field).
 local function save(r)
   local id = r.id
   r.id = nil
-  redis.call('HSET', K_TASKS, id, cjson.encode(r))
+  local stored = cjson.encode(r)
+  redis.call('HSET', K_TASKS, id, stored)
   r.id = id
+  return stored
+end
+
+-- A stored record's JSON with its id in front: how a script answers a task without encoding
+-- it again.
+local function with_id(id, stored)
+  return '{"id":"' .. id .. '",' .. string.sub(stored, 2)
 end
 
 local function member(r)
